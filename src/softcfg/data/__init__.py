@@ -1,0 +1,1 @@
+"""Data sets the package ships or reads."""

@@ -1,0 +1,47 @@
+"""Classifier-free guidance combination and the logit filters applied before sampling."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def cfg_combine(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
+    """``l_u + s (l_c - l_u)``: s = 1 gives the conditional logits, s = 0 the unconditional ones."""
+    return uncond + scale * (cond - uncond)
+
+
+def top_k_filter(logits: Tensor, k: int) -> Tensor:
+    """Keep the k largest logits per row (ties with the k-th kept); k <= 0 keeps all."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: Tensor, p: float) -> Tensor:
+    """Keep the smallest most-probable set whose mass reaches p (nucleus); p >= 1 keeps all.
+
+    A token is dropped when the mass of the tokens ranked above it already reaches p, so the most
+    probable token always stays.
+    """
+    if p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    mass_above = torch.cumsum(probs, dim=-1) - probs
+    drop_sorted = mass_above >= p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sampling_logits(guided: Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0) -> Tensor:
+    """Temperature first, then top-k, then top-p, as in LlamaGen's and VAR's samplers."""
+    logits = guided / max(temperature, 1e-5)
+    return top_p_filter(top_k_filter(logits, top_k), top_p)
+
+
+def sample_tokens(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One multinomial draw per row from softmax(logits); returns int64 [N]."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

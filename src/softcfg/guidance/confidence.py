@@ -1,0 +1,63 @@
+"""SoftCFG confidences: how sure the model was about each generated token.
+
+Each function maps the logits of one decode step to a confidence per sample in [0, 1]. The choice is the
+config key ``confidence``; ``cond_max`` (the paper's Eq. 3) is the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from softcfg.guidance.entropy import normalized_entropy
+
+
+@dataclass(frozen=True)
+class StepLogits:
+    """The logits of one decode step, [B, V] each, and the token taken, [B]."""
+
+    cond: Tensor
+    uncond: Tensor | None
+    guided: Tensor
+    token: Tensor
+    temperature: float = 1.0
+
+    def probs(self, logits: Tensor) -> Tensor:
+        return torch.softmax(logits.float() / max(self.temperature, 1e-5), dim=-1)
+
+
+def cond_max(step: StepLogits) -> Tensor:
+    """max_v softmax(l_c / T): the paper's Eq. 3 and the authors' RAR fork."""
+    return step.probs(step.cond).amax(dim=-1)
+
+
+def cond_sampled(step: StepLogits) -> Tensor:
+    """softmax(l_c / T) at the token actually taken: the authors' AliTok fork."""
+    return step.probs(step.cond).gather(-1, step.token[:, None]).squeeze(-1)
+
+
+def guided_max(step: StepLogits) -> Tensor:
+    """max of the guided distribution (the paper's Fig. 7 caption)."""
+    return step.probs(step.guided).amax(dim=-1)
+
+
+def uncond_max(step: StepLogits) -> Tensor:
+    """max of softmax(l_u / T) (the paper's Sec. 3.1 wording)."""
+    return step.probs(step.uncond).amax(dim=-1)
+
+
+def neg_entropy(step: StepLogits) -> Tensor:
+    """1 - H(p_c)/log V of the conditional distribution at temperature T."""
+    return 1.0 - normalized_entropy(step.cond.float() / max(step.temperature, 1e-5))
+
+
+CONFIDENCES: dict[str, Callable[[StepLogits], Tensor]] = {
+    "cond_max": cond_max,
+    "cond_sampled": cond_sampled,
+    "guided_max": guided_max,
+    "uncond_max": uncond_max,
+    "neg_entropy": neg_entropy,
+}

@@ -1,0 +1,1 @@
+"""Files: atomic writes, deterministic npz shards, manifests and checksums."""

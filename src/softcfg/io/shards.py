@@ -1,0 +1,74 @@
+"""Sample shards in the ADM layout (``arr_0`` uint8 NHWC, ``arr_1`` int64 labels) with a JSON manifest.
+
+The npz is written byte-deterministically (fixed zip timestamps, no compression), so the same sampling
+command gives identical bytes; the manifest beside it records the run and the npz checksum.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from softcfg.io.atomic import atomic_write, atomic_write_text, sha256_file
+
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def manifest_path(npz_path: str | Path) -> Path:
+    """``shard_000.npz`` -> ``shard_000.json``."""
+    return Path(npz_path).with_suffix(".json")
+
+
+def _write_npz(f: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
+    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """An npz readable by ``np.load`` whose bytes depend only on the arrays, written atomically."""
+    atomic_write(path, lambda f: _write_npz(f, arrays))
+
+
+def write_shard(path: str | Path, images: np.ndarray, labels: np.ndarray, manifest: dict[str, Any]) -> None:
+    """Write the npz, then its manifest (with the npz's sha256); both atomically, npz first."""
+    check_shard_arrays(images, labels, str(path))
+    write_npz(path, {"arr_0": images, "arr_1": labels})
+    record = {**manifest, "num_samples": int(images.shape[0]), "npz_sha256": sha256_file(path)}
+    atomic_write_text(manifest_path(path), json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def check_shard_arrays(images: np.ndarray, labels: np.ndarray, source: str) -> None:
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"{source}: arr_0 must be uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
+    if labels.dtype != np.int64 or labels.shape != (images.shape[0],):
+        raise ValueError(
+            f"{source}: arr_1 must be int64 [{images.shape[0]}], got {labels.dtype} {labels.shape}"
+        )
+
+
+def read_shard(path: str | Path, verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of a shard; with ``verify``, the npz must match its manifest's checksum."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"shard not found: {path}")
+    if verify:
+        mpath = manifest_path(path)
+        if not mpath.is_file():
+            raise ValueError(f"{path}: manifest {mpath.name} missing (incomplete shard)")
+        expected = json.loads(mpath.read_text()).get("npz_sha256")
+        if expected != sha256_file(path):
+            raise ValueError(f"{path}: checksum differs from its manifest (corrupt or replaced shard)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            images, labels = data["arr_0"], data["arr_1"]
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable ADM-layout npz (arr_0, arr_1): {exc}") from exc
+    check_shard_arrays(images, labels, str(path))
+    return images, labels

@@ -1,0 +1,110 @@
+"""Preallocated KV cache and the attention where SoftCFG's per-slot weights enter.
+
+Every model family calls these helpers, so the weighting is written once: the cache is never modified,
+the weights act on the attention of the unconditional rows only (the last rows of the doubled batch).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class KVCache:
+    """Keys and values of every layer, ``[layers, N, H, max_len, hd]``, written by slot index.
+
+    Allocated once before prefill, so decoding never concatenates; ``length`` counts filled slots.
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        batch: int,
+        heads: int,
+        max_len: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device | str,
+    ) -> None:
+        shape = (num_layers, batch, heads, max_len, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.length = 0
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    def write(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store ``k, v`` [N, H, n, hd] at slots ``length .. length+n`` and return all visible slots."""
+        end = self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache overflow: {end} slots needed, {self.max_len} allocated")
+        self.k[layer, :, :, self.length : end] = k
+        self.v[layer, :, :, self.length : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, n: int) -> None:
+        """Mark ``n`` more slots as filled once every layer has written them."""
+        self.length += n
+
+
+@dataclass(frozen=True)
+class SlotWeights:
+    """SoftCFG weights for the unconditional rows: ``weights`` [B_u, S] over the visible slots.
+
+    ``target`` is ``v`` (scale the attention probabilities, i.e. the values' contribution), ``k`` (scale
+    the pre-softmax scores, i.e. q.(w k)) or ``kv`` (both).
+    """
+
+    weights: Tensor
+    target: str = "v"
+
+    @property
+    def on_keys(self) -> bool:
+        return "k" in self.target
+
+    @property
+    def on_values(self) -> bool:
+        return "v" in self.target
+
+
+def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Causal self-attention for prefill and full forward passes, where no slot is weighted.
+
+    ``q`` [N, H, Q, hd] are the last Q positions of ``k, v`` [N, H, S, hd].
+    """
+    num_q, num_s = q.shape[2], k.shape[2]
+    if num_q == 1:
+        return F.scaled_dot_product_attention(q, k, v)
+    mask = torch.ones(num_q, num_s, dtype=torch.bool, device=q.device).tril(num_s - num_q)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def _softmax(scores: Tensor) -> Tensor:
+    """Softmax in at least float32, so bf16/fp16 models keep exact-enough attention probabilities."""
+    return torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
+
+
+def decode_attention(q: Tensor, k: Tensor, v: Tensor, slot_weights: SlotWeights | None = None) -> Tensor:
+    """Single-query attention over all visible slots, with SoftCFG weights on the uncond rows.
+
+    Values: ``out = sum_j softmax(s)_j w_j v_j``; keys: ``s_j = w_j (q . k_j) / sqrt(hd)``. Both equal
+    attention over an explicitly scaled copy of the cache, at O(slots) instead of O(slots * hd).
+    ``q`` [N, H, 1, hd], ``k, v`` [N, H, S, hd]; returns [N, H, 1, hd].
+    """
+    scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # [N, H, 1, S]
+    if slot_weights is None:
+        return _softmax(scores).to(v.dtype) @ v
+    w = slot_weights.weights[:, None, None, :].to(scores.dtype)  # [B_u, 1, 1, S]
+    first_uncond = scores.shape[0] - w.shape[0]
+    if slot_weights.on_keys:
+        scores[first_uncond:] *= w
+    probs = _softmax(scores).to(v.dtype)
+    if slot_weights.on_values:
+        probs[first_uncond:] *= w.to(probs.dtype)
+    return probs @ v

@@ -1,0 +1,86 @@
+"""The interface the samplers drive; each model family is an adapter to it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from softcfg.models.attention import KVCache, SlotWeights
+
+
+class ARModel(nn.Module):
+    """A class-conditional next-token generator with a KV cache.
+
+    Slot layout: ``prefix_len`` prefix slots (class token, and e.g. RAR's learned cls token), then one
+    slot per fed image token. The prediction of image token i comes from ``prediction_slot(i)``.
+    """
+
+    vocab_size: int
+    num_tokens: int
+    num_classes: int
+    null_class: int
+    prefix_len: int
+
+    def prediction_slot(self, token_index: int) -> int:
+        """Cache slot whose output predicted image token ``token_index`` (slot(0) is the last prefix slot)."""
+        return self.prefix_len - 1 + token_index
+
+    def new_cache(self, batch: int) -> KVCache:
+        """An empty cache large enough for the prefix and every image token."""
+        raise NotImplementedError
+
+    def prefill(self, labels: Tensor, cache: KVCache) -> Tensor:
+        """Run the prefix of class ids ``labels`` [N]; returns the logits predicting token 0, [N, V]."""
+        raise NotImplementedError
+
+    def decode(
+        self, tokens: Tensor, index: int, cache: KVCache, slot_weights: SlotWeights | None = None
+    ) -> Tensor:
+        """Feed image token number ``index`` (``tokens`` [N]); returns logits predicting token index+1.
+
+        ``slot_weights`` reach every attention layer (see ``decode_attention``).
+        """
+        raise NotImplementedError
+
+    def forward(self, labels: Tensor, tokens: Tensor) -> Tensor:
+        """Uncached teacher-forced pass: logits [N, T, V] predicting every token of ``tokens`` [N, T]."""
+        raise NotImplementedError
+
+    def decode_images(self, tokens: Tensor) -> Tensor:
+        """Tokens [N, T] to uint8 images [N, H, W, 3] with the family's official post-processing."""
+        raise NotImplementedError
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, Tensor], source: str | Path) -> None:
+    """Load ``state`` strictly, naming the first missing, unexpected or mis-shaped keys on failure."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [
+        f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
+        for key in sorted(set(state) & set(expected))
+        if tuple(state[key].shape) != tuple(expected[key].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing[:5]}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected[:5]}")
+    if shapes:
+        problems.append(f"shape mismatch {shapes[:5]}")
+    if problems:
+        raise ValueError(f"checkpoint {source} does not match the model: " + "; ".join(problems))
+    model.load_state_dict(state, strict=True)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """torch.load with tensors only (no pickled code), with a clear error for a missing or bad file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"checkpoint {path} could not be read: {exc}") from exc

@@ -1,0 +1,100 @@
+"""A plain class-conditional decoder-only transformer (GPT-style) driven through ``ARModel``.
+
+The sequence is [class, x_0 .. x_{T-2}]: one prefix slot, learned absolute positions, pre-LayerNorm
+blocks. The embedded digits model is one configuration of it; the sampler benchmark uses another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from softcfg.models.attention import KVCache, SlotWeights, causal_attention, decode_attention
+from softcfg.models.base import ARModel
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int
+    num_tokens: int
+    num_classes: int
+    dim: int = 96
+    depth: int = 3
+    heads: int = 4
+    dropout: float = 0.1
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self, x: Tensor, layer: int, cache: KVCache | None, slot_weights: SlotWeights | None
+    ) -> Tensor:
+        n, length, dim = x.shape
+        # q, k, v: [N, H, L, hd]
+        q, k, v = self.qkv(self.norm1(x)).view(n, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        if cache is not None:
+            k, v = cache.write(layer, k, v)
+        if length == 1:
+            attn = decode_attention(q, k, v, slot_weights)
+        else:
+            assert slot_weights is None, "slot weights apply to single-token decode steps only"
+            attn = causal_attention(q, k, v)
+        x = x + self.drop(self.proj(attn.transpose(1, 2).reshape(n, length, dim)))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class ClassConditionalGPT(ARModel):
+    prefix_len = 1
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.vocab_size, self.num_tokens = config.vocab_size, config.num_tokens
+        self.num_classes, self.null_class = config.num_classes, config.num_classes
+        dim = config.dim
+        self.class_embedding = nn.Embedding(config.num_classes + 1, dim)
+        self.token_embedding = nn.Embedding(config.vocab_size, dim)
+        self.max_slots = self.prefix_len + config.num_tokens - 1
+        self.position_embedding = nn.Parameter(torch.randn(self.max_slots, dim) * 0.02)
+        self.blocks = nn.ModuleList(Block(dim, config.heads, config.dropout) for _ in range(config.depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, config.vocab_size)
+
+    def _run(
+        self, x: Tensor, start: int, cache: KVCache | None, slot_weights: SlotWeights | None = None
+    ) -> Tensor:
+        x = x + self.position_embedding[start : start + x.shape[1]]
+        for layer, block in enumerate(self.blocks):
+            x = block(x, layer, cache, slot_weights)
+        if cache is not None:
+            cache.advance(x.shape[1])
+        return self.head(self.norm(x))
+
+    def new_cache(self, batch: int) -> KVCache:
+        p = next(self.parameters())
+        c = self.config
+        return KVCache(c.depth, batch, c.heads, self.max_slots, c.dim // c.heads, p.dtype, p.device)
+
+    def prefill(self, labels: Tensor, cache: KVCache) -> Tensor:
+        return self._run(self.class_embedding(labels)[:, None], 0, cache)[:, -1]
+
+    def decode(
+        self, tokens: Tensor, index: int, cache: KVCache, slot_weights: SlotWeights | None = None
+    ) -> Tensor:
+        x = self.token_embedding(tokens)[:, None]
+        return self._run(x, self.prefix_len + index, cache, slot_weights)[:, -1]
+
+    def forward(self, labels: Tensor, tokens: Tensor) -> Tensor:
+        x = torch.cat([self.class_embedding(labels)[:, None], self.token_embedding(tokens[:, :-1])], dim=1)
+        return self._run(x, 0, None)

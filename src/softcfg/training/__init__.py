@@ -1,0 +1,1 @@
+"""Training of the embedded digits generator and classifier (CPU, minutes)."""

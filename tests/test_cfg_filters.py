@@ -1,0 +1,47 @@
+import numpy as np
+import torch
+
+from softcfg.guidance import cfg_combine, sampling_logits, top_k_filter, top_p_filter
+
+
+def test_cfg_combine_is_the_papers_form():
+    g = torch.Generator().manual_seed(0)
+    lc, lu = torch.randn(3, 50, generator=g), torch.randn(3, 50, generator=g)
+    s = 4.0
+    # the paper writes (1 + w) l_c - w l_u with w = s - 1
+    torch.testing.assert_close(cfg_combine(lc, lu, s), s * lc - (s - 1) * lu)
+    torch.testing.assert_close(cfg_combine(lc, lu, 1.0), lc)
+
+
+def _reference_top_p(logits: np.ndarray, p: float) -> np.ndarray:
+    out = np.full_like(logits, -np.inf)
+    for r, row in enumerate(logits):
+        probs = np.exp(row - row.max())
+        probs /= probs.sum()
+        kept, mass = [], 0.0
+        for i in np.argsort(-probs, kind="stable"):
+            kept.append(i)
+            mass += probs[i]
+            if mass >= p:
+                break
+        out[r, kept] = row[kept]
+    return out
+
+
+def test_top_p_matches_brute_force():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(6, 40, generator=g, dtype=torch.float64) * 2
+    for p in (0.1, 0.5, 0.9, 0.99):
+        np.testing.assert_array_equal(top_p_filter(logits, p).numpy(), _reference_top_p(logits.numpy(), p))
+    assert torch.equal(top_p_filter(logits, 1.0), logits)
+
+
+def test_top_k_keeps_k_largest():
+    logits = torch.tensor([[0.1, 3.0, -1.0, 2.0, 0.5]])
+    assert torch.isfinite(top_k_filter(logits, 2)).tolist() == [[False, True, False, True, False]]
+    assert torch.equal(top_k_filter(logits, 0), logits)
+
+
+def test_temperature_divides_before_filters():
+    logits = torch.tensor([[1.0, 2.0, 4.0]])
+    torch.testing.assert_close(sampling_logits(logits, 2.0), logits / 2)
