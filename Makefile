@@ -1,36 +1,40 @@
 # Set-up and entry points. `make demo` and `make test` install everything they need into .venv first.
 PYTHON ?= python3
 VENV ?= .venv
-PY := $(VENV)/bin/python
+BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
-RESULTS ?= results
+CORES ?= all
+export PATH := $(BIN):$(PATH)
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast test-slow lint bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/ci.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements/ci.txt torch torchvision
-	$(PY) -m pip install --quiet -c requirements/ci.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c requirements/ci.txt torch torchvision
+	$(BIN)/pip install --quiet -c requirements/ci.txt -e '.[metrics,report,workflow,test]'
 	touch $@
 
+# The default sweep of config.yaml end to end: results/metrics.parquet, tables, figures, report.html.
 demo: install
-	$(PY) -m softcfg.demo --results $(RESULTS)/demo
+	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --report results/report.html
 
 lint: install
-	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 test-fast: install
-	$(PY) -m pytest -q
+	$(BIN)/pytest -q
 
-test: lint test-fast
-	$(PY) -m pytest -q -m slow
+test-slow: install
+	$(BIN)/pytest -q -m slow
+
+test: lint test-fast test-slow
 
 bench: install
-	$(PY) benchmarks/sampler_speed.py
+	$(BIN)/python benchmarks/sampler_speed.py
 
 clean:
-	rm -rf $(RESULTS) .pytest_cache .ruff_cache
+	rm -rf results .snakemake .pytest_cache .ruff_cache

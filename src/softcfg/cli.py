@@ -13,12 +13,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
-from softcfg.config import ConfigError, load_run_config
+from softcfg.config import ConfigError, load_run_config, parse_run_config
 
 
 def _fail(message: str) -> None:
     raise ConfigError(message)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        if threads < 1:
+            _fail(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def _check_inputs(paths: list[str], flag: str) -> None:
+    for p in paths:
+        if not Path(p).is_file():
+            _fail(f"{flag}: file not found: {p}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -30,22 +44,26 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     if args.steps is not None and args.steps < 1:
         _fail(f"--steps must be >= 1, got {args.steps}")
-    out = Path(args.out)
+    if not (args.generator or args.classifier):
+        _fail("give --generator and/or --classifier")
+    _set_threads(args.threads)
     split = split_digits(args.seed)
-    training = ARTraining() if args.steps is None else ARTraining(steps=args.steps)
-    generator, ar_report = train_digits_ar(split, DigitsARConfig(), training, args.seed)
-    classifier, cls_report = train_digits_classifier(split, args.seed)
-    report = {"seed": args.seed, "generator": ar_report, "classifier": cls_report}
-    with atomic_path(out / "digits_ar.pt") as tmp:
-        save_digits_ar(generator, tmp, {"train_report": ar_report, "seed": args.seed})
-    with atomic_path(out / "digits_classifier.pt") as tmp:
-        save_digits_classifier(classifier, tmp, {"train_report": cls_report, "seed": args.seed})
-    atomic_write_text(out / "train_report.json", json.dumps(report, indent=2) + "\n")
-    ar, cls = ar_report, cls_report
-    print(
-        f"generator: train loss {ar['train_loss']:.4f}, held-out loss {ar['heldout_loss']:.4f} "
-        f"(best step {ar['best_step']}); classifier held-out accuracy {cls['heldout_accuracy']:.4f}"
-    )
+    if args.generator:
+        training = ARTraining() if args.steps is None else ARTraining(steps=args.steps)
+        model, report = train_digits_ar(split, DigitsARConfig(), training, args.seed)
+        with atomic_path(args.generator) as tmp:
+            save_digits_ar(model, tmp, {"train_report": report, "seed": args.seed})
+        atomic_write_text(Path(args.generator).with_suffix(".json"), json.dumps(report, indent=2) + "\n")
+        print(
+            f"generator: train loss {report['train_loss']:.4f}, held-out loss {report['heldout_loss']:.4f} "
+            f"(best step {report['best_step']} of {training.steps}, {report['seconds']:.0f} s)"
+        )
+    if args.classifier:
+        classifier, report = train_digits_classifier(split, args.seed)
+        with atomic_path(args.classifier) as tmp:
+            save_digits_classifier(classifier, tmp, {"train_report": report, "seed": args.seed})
+        atomic_write_text(Path(args.classifier).with_suffix(".json"), json.dumps(report, indent=2) + "\n")
+        print(f"classifier: held-out accuracy {report['heldout_accuracy']:.4f}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -59,10 +77,12 @@ def cmd_sample(args: argparse.Namespace) -> None:
         _fail(f"--shard must be >= 0, got {args.shard}")
     if Path(args.out).suffix != ".npz":
         _fail(f"--out must end in .npz, got {args.out}")
+    _set_threads(args.threads)
     model = load_model(run.model)
     shard = sample_shard(model, run, args.shard, progress=not args.no_progress)
     manifest = {
         "run": run.to_dict(),
+        "config_hash": run.config_hash(),
         "shard_index": args.shard,
         "label_scheme": "class = (shard_index * shard_size + i) % num_classes",
         "batch_seeds": shard.batch_seeds,
@@ -75,8 +95,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def _load_int_array(path: str, ndim: int, flag: str) -> np.ndarray:
-    if not Path(path).is_file():
-        _fail(f"{flag}: file not found: {path}")
+    _check_inputs([path], flag)
     try:
         array = np.load(path, allow_pickle=False)
     except Exception as exc:
@@ -106,29 +125,145 @@ def cmd_replay(args: argparse.Namespace) -> None:
     write_npz(args.out, arrays)
 
 
-def cmd_score(args: argparse.Namespace) -> None:
-    from softcfg.io.shards import read_shard
-    from softcfg.models.digits_classifier import load_digits_classifier
+def cmd_run_config(args: argparse.Namespace) -> None:
+    """Validate one run's config given as JSON (from the sweep) and write it as RUN.yaml."""
+    from softcfg.io.atomic import atomic_write_text
 
-    classifier = load_digits_classifier(args.classifier)
-    shards = [read_shard(p) for p in args.shards]  # validated before any scoring
-    images = torch.from_numpy(np.concatenate([s[0] for s in shards]))
-    labels = torch.from_numpy(np.concatenate([s[1] for s in shards]))
-    _, logits = classifier.features_and_logits(images)
-    accuracy = (logits.argmax(-1) == labels).float().mean().item()
-    print(json.dumps({"num_samples": int(labels.shape[0]), "classifier_accuracy": accuracy}))
+    try:
+        data = json.loads(args.json)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--json is not valid JSON: {exc}") from exc
+    run = parse_run_config(data)
+    atomic_write_text(args.out, yaml.safe_dump(run.to_dict(), sort_keys=False))
+
+
+def cmd_reference(args: argparse.Namespace) -> None:
+    """The real digits (all 1797) as an ADM-layout npz: the reference set of digits-FID."""
+    from softcfg.data.digits import load_digits_tokens, tokens_to_uint8_images
+    from softcfg.io.shards import write_shard
+
+    tokens, labels = load_digits_tokens()
+    images = tokens_to_uint8_images(tokens).numpy()
+    write_shard(
+        args.out, images, labels.numpy(), {"dataset": "sklearn digits", "mapping": "round(v * 255 / 16)"}
+    )
+
+
+def cmd_features(args: argparse.Namespace) -> None:
+    from softcfg.io.atomic import sha256_file
+    from softcfg.io.shards import read_shard, write_npz
+    from softcfg.metrics.digits_extractor import EXTRACTOR, extract_features
+
+    _check_inputs([args.classifier, *args.inputs], "features")
+    _set_threads(args.threads)
+    shards = [read_shard(p) for p in args.inputs]  # every input checked before extraction starts
+    images = np.concatenate([s[0] for s in shards])
+    labels = np.concatenate([s[1] for s in shards])
+    feats = extract_features(images, args.classifier)
+    meta = {"extractor": EXTRACTOR, "extractor_sha256": sha256_file(args.classifier)}
+    write_npz(args.out, {**feats, "labels": labels, "meta": np.array(json.dumps(meta))})
+
+
+def _read_features(path: str) -> tuple[dict[str, np.ndarray], dict]:
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    return arrays, json.loads(str(arrays.pop("meta")))
+
+
+def cmd_metrics(args: argparse.Namespace) -> None:
+    from softcfg.io.atomic import atomic_write_text
+    from softcfg.metrics.features_to_metrics import class_accuracy, compute_metrics
+
+    _check_inputs([args.samples, args.reference], "metrics")
+    run = load_run_config(args.config)
+    samples, meta = _read_features(args.samples)
+    reference, ref_meta = _read_features(args.reference)
+    if meta["extractor_sha256"] != ref_meta["extractor_sha256"]:
+        _fail(f"{args.samples} and {args.reference} were extracted with different classifier weights")
+    if args.kid_subset_size > min(len(samples["labels"]), len(reference["labels"])):
+        _fail(f"--kid-subset-size {args.kid_subset_size} exceeds the number of samples or reference images")
+    values = compute_metrics(samples, reference, tuple(args.names), args.kid_subset_size)
+    values["accuracy"] = class_accuracy(samples["logits"], samples["labels"])
+    record = {
+        "run": run.to_dict(),
+        "metrics": values,
+        "num_samples": len(samples["labels"]),
+        "extractor": f"{meta['extractor']}@{meta['extractor_sha256'][:12]}",
+        "reference": f"digits ({len(reference['labels'])} images)",
+    }
+    atomic_write_text(args.out, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def cmd_summarize(args: argparse.Namespace) -> None:
+    from softcfg.io.atomic import atomic_write_text
+    from softcfg.report.aggregate import summarize_shards
+
+    _check_inputs(args.manifests, "summarize")
+    summary = summarize_shards([json.loads(Path(p).read_text()) for p in args.manifests])
+    atomic_write_text(args.out, json.dumps(summary, indent=1, sort_keys=True) + "\n")
+
+
+def cmd_aggregate(args: argparse.Namespace) -> None:
+    from softcfg import layout
+    from softcfg.report.aggregate import aggregate, write_parquet
+
+    results = Path(args.results)
+    paths = [(layout.metrics(results, r), layout.run_summary(results, r)) for r in args.runs]
+    _check_inputs([str(p) for pair in paths for p in pair], "aggregate")
+    entries = []
+    for metrics_path, summary_path in paths:
+        record = json.loads(metrics_path.read_text())
+        entries.append((parse_run_config(record["run"]), record, json.loads(summary_path.read_text())))
+    metrics, steps = aggregate(entries)
+    write_parquet(metrics, args.metrics_out)
+    write_parquet(steps, args.steps_out)
+
+
+def cmd_tables(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from softcfg.io.atomic import atomic_write_text
+    from softcfg.report.tables import TABLES, to_latex, to_markdown
+
+    _check_inputs([args.metrics], "tables")
+    metrics = pd.read_parquet(args.metrics)
+    for name in args.names:
+        build, lead = TABLES[name]
+        frame = build(metrics, args.gamma, args.k)
+        atomic_write_text(Path(args.out_dir) / f"{name}.md", to_markdown(frame, lead))
+        atomic_write_text(Path(args.out_dir) / f"{name}.tex", to_latex(frame, lead))
+
+
+def cmd_figures(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from softcfg.io.shards import read_shard
+    from softcfg.report import figures
+
+    _check_inputs([args.metrics, args.steps], "figures")
+    out = Path(args.out_dir)
+    if "fid_vs_gamma" in args.names:
+        figures.save(figures.fid_vs_gamma(pd.read_parquet(args.metrics)), out / "fid_vs_gamma")
+    if "entropy" in args.names:
+        figures.save(figures.entropy_curves(pd.read_parquet(args.steps), args.gamma, args.k), out / "entropy")
+    if "samples" in args.names:
+        rows = {}
+        for spec in args.sample_shards:
+            label, _, path = spec.partition("=")
+            rows[label] = read_shard(path)[0]
+        figures.save(figures.sample_grid(rows), out / "samples")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="softcfg", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train the embedded digits generator and classifier")
-    p.add_argument(
-        "--out", required=True, help="folder for digits_ar.pt, digits_classifier.pt, train_report.json"
-    )
+    p = sub.add_parser("train", help="train the embedded digits generator and/or classifier")
+    p.add_argument("--generator", help="write the generator checkpoint here (+ .json report)")
+    p.add_argument("--classifier", help="write the classifier checkpoint here (+ .json report)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="generator optimisation steps (default: tuned)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="sample one shard of one run")
@@ -136,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=int, required=True)
     p.add_argument("--out", required=True, help="shard .npz; its manifest .json is written beside it")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("replay", help="teacher-forced per-step cond/uncond/guided logits")
@@ -145,10 +281,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="npz with cond, uncond, guided [B, T, V] (and weights)")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("score", help="digits classifier accuracy of sample shards against their labels")
+    p = sub.add_parser("run-config", help="validate one run's config (JSON) and write it as RUN.yaml")
+    p.add_argument("--json", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_run_config)
+
+    p = sub.add_parser("reference", help="write the real digits as an ADM-layout npz")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_reference)
+
+    p = sub.add_parser("features", help="digits-classifier features of shards (torch-fidelity extractor)")
     p.add_argument("--classifier", required=True)
-    p.add_argument("shards", nargs="+")
-    p.set_defaults(func=cmd_score)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("inputs", nargs="+", help="ADM-layout npz files with manifests")
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("metrics", help="FID, IS, KID, precision, recall, accuracy of one run from features")
+    p.add_argument("--config", required=True, help="the run's RUN.yaml (recorded with the numbers)")
+    p.add_argument("--samples", required=True)
+    p.add_argument("--reference", required=True)
+    p.add_argument(
+        "--names", nargs="+", choices=["fid", "isc", "kid", "prc"], default=["fid", "isc", "kid", "prc"]
+    )
+    p.add_argument("--kid-subset-size", type=int, default=1000)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("aggregate", help="per-run metrics and manifests into metrics/steps Parquet tables")
+    p.add_argument("--results", required=True, help="the results folder holding the runs' outputs")
+    p.add_argument("--metrics-out", required=True)
+    p.add_argument("--steps-out", required=True)
+    p.add_argument("runs", nargs="+", help="run ids")
+    p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("summarize", help="merge one run's shard manifests (seeds, provenance, diagnostics)")
+    p.add_argument("--out", required=True)
+    p.add_argument("manifests", nargs="+")
+    p.set_defaults(func=cmd_summarize)
+
+    p = sub.add_parser("tables", help="Markdown and LaTeX tables from metrics.parquet")
+    p.add_argument("--metrics", required=True)
+    p.add_argument("--gamma", type=float, required=True)
+    p.add_argument("--k", type=float, required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("names", nargs="+", choices=["ablation", "target"])
+    p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("figures", help="PNG and PDF figures from the Parquet tables")
+    p.add_argument("--metrics", required=True)
+    p.add_argument("--steps", required=True)
+    p.add_argument("--gamma", type=float, required=True)
+    p.add_argument("--k", type=float, required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--sample-shards", nargs="*", default=[], help="LABEL=shard.npz, one row each")
+    p.add_argument("names", nargs="+", choices=["fid_vs_gamma", "entropy", "samples"])
+    p.set_defaults(func=cmd_figures)
+
     return parser
 
 

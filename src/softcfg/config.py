@@ -7,8 +7,11 @@ values raise ``ConfigError`` naming the offending key, before any model is loade
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +72,14 @@ class MethodEntry:
         """Whether SoftCFG weights enter the uncond branch's attention."""
         return self.name == "softcfg"
 
+    def to_dict(self) -> dict[str, Any]:
+        """The keys that mean something for this method (what ``parse_method`` accepts back)."""
+        data = dataclasses.asdict(self)
+        dropped = (GUIDANCE_KEYS if not self.uses_uncond else ()) + (
+            SOFTCFG_KEYS if not self.perturbs_cache else ()
+        )
+        return {k: v for k, v in data.items() if k not in dropped}
+
     def scales(self, num_steps: int) -> list[float]:
         return schedule_scales(self.schedule, self.gamma, num_steps, self.k, self.interval)
 
@@ -84,13 +95,30 @@ class SamplingEntry:
 
 
 @dataclass(frozen=True)
+class RunInfo:
+    """Where a run sits in a sweep: its id and the sweep's names of its model and method."""
+
+    id: str
+    model: str
+    method: str
+
+
+@dataclass(frozen=True)
 class RunConfig:
     model: ModelEntry
     method: MethodEntry
     sampling: SamplingEntry = field(default_factory=SamplingEntry)
+    run: RunInfo | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["method"] = self.method.to_dict()
+        return data
+
+    def config_hash(self) -> str:
+        """sha256 (12 hex digits) of what determines the samples: model, method and sampling entries."""
+        data = {k: v for k, v in self.to_dict().items() if k != "run"}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _check_type(value: Any, annotation: Any, where: str) -> Any:
@@ -117,14 +145,19 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
     raise ConfigError(f"{where} must be of type {annotation.__name__}, got {value!r}")
 
 
+def _reject_unknown(data: dict, allowed: Iterable[str], where: str) -> None:
+    allowed = list(allowed)
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown key {where}.{unknown[0]} (allowed: {', '.join(allowed)})")
+
+
 def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown key {where}.{unknown[0]} (allowed: {', '.join(fields)})")
+    _reject_unknown(data, fields, where)
     values = {}
     for name, f in fields.items():
         if name in data:
@@ -173,13 +206,14 @@ def parse_method(data: Any, where: str = "method") -> MethodEntry:
     return m
 
 
-def parse_model(data: Any, where: str = "model") -> ModelEntry:
+def parse_model(data: Any, where: str = "model", check_files: bool = True) -> ModelEntry:
     from softcfg.models import FAMILIES
 
     m = _build(ModelEntry, data, where)
     _require(m.family in FAMILIES, f"{where}.family: unknown {m.family!r} (expected {sorted(FAMILIES)})")
     _require(m.dtype in DTYPES, f"{where}.dtype: unknown {m.dtype!r} (expected {DTYPES})")
-    _require(Path(m.checkpoint).is_file(), f"{where}.checkpoint: file not found: {m.checkpoint}")
+    if check_files:
+        _require(Path(m.checkpoint).is_file(), f"{where}.checkpoint: file not found: {m.checkpoint}")
     return m
 
 
@@ -192,18 +226,17 @@ def parse_sampling(data: Any, where: str = "sampling") -> SamplingEntry:
 
 
 def parse_run_config(data: Any, where: str = "config") -> RunConfig:
+    allowed = ("model", "method", "sampling", "run")
     if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping with keys model, method (and optionally sampling)")
-    unknown = sorted(set(data) - {"model", "method", "sampling"})
-    _require(
-        not unknown, f"unknown key {where}.{unknown[0] if unknown else ''} (allowed: model, method, sampling)"
-    )
+        raise ConfigError(f"{where} must be a mapping with keys {', '.join(allowed)}")
+    _reject_unknown(data, allowed, where)
     _require("model" in data, f"missing key {where}.model")
     _require("method" in data, f"missing key {where}.method")
     return RunConfig(
         model=parse_model(data["model"]),
         method=parse_method(data["method"]),
         sampling=parse_sampling(data.get("sampling", {})),
+        run=_build(RunInfo, data["run"], "run") if data.get("run") is not None else None,
     )
 
 

@@ -28,7 +28,7 @@ def _write_npz(f: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
         for name, array in arrays.items():
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
             with zf.open(info, "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+                np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
 
 
 def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:

@@ -20,8 +20,8 @@ from softcfg.models.gpt import ClassConditionalGPT, GPTConfig
 
 @dataclass(frozen=True)
 class DigitsARConfig:
-    dim: int = 96
-    depth: int = 3
+    dim: int = 64
+    depth: int = 4
     heads: int = 4
     dropout: float = 0.1
 

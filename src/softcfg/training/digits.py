@@ -23,7 +23,7 @@ from softcfg.models.digits_classifier import DigitsClassifier
 
 @dataclass(frozen=True)
 class ARTraining:
-    steps: int = 2000
+    steps: int = 1300
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05

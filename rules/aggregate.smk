@@ -1,0 +1,20 @@
+# Every run's metrics and shard summary into results/metrics.parquet and results/steps.parquet.
+
+
+rule aggregate:
+    input:
+        metrics=[layout.metrics(RESULTS, run) for run in RUNS],
+        summaries=[layout.run_summary(RESULTS, run) for run in RUNS],
+    output:
+        metrics=layout.metrics_table(RESULTS),
+        steps=layout.steps_table(RESULTS),
+    log:
+        LOGS / "aggregate.log",
+    params:
+        runs=" ".join(sorted(RUNS)),
+    localrule: True
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "softcfg aggregate --results {RESULTS} --metrics-out {output.metrics} --steps-out {output.steps}"
+        " {params.runs} > {log} 2>&1"

@@ -1,0 +1,52 @@
+# Validation of the config and the input functions every rule uses. The package's validation runs first
+# (its messages name the offending key); the JSON schema it mirrors runs second.
+import json
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from softcfg import layout
+from softcfg.config import ConfigError
+from softcfg.sweep import load_sweep
+
+try:
+    SWEEP = load_sweep(config)
+except ConfigError as exc:
+    raise WorkflowError(f"invalid config: {exc}") from None
+validate(config, "../workflow/schemas/config.schema.yaml")
+
+RESULTS = SWEEP.results
+RUNS = SWEEP.runs
+LOGS = RESULTS / "logs"
+FOCUS_GAMMA, FOCUS_K = SWEEP.focus
+
+
+wildcard_constraints:
+    run=r"[A-Za-z0-9_.+\-]+",
+    model=r"[A-Za-z0-9_.+\-]+",
+    shard=r"\d{4}",
+
+
+def shard_files(run, suffix=".npz"):
+    return [
+        layout.shard(RESULTS, run, i).with_suffix(suffix) for i in range(RUNS[run].num_shards)
+    ]
+
+
+def focus_runs():
+    """One run per (model, method) at the focus setting (or the unguided run), for sample grids."""
+    chosen = {}
+    for run in RUNS.values():
+        m = run.config.method
+        at_focus = not m.uses_uncond or (m.gamma == FOCUS_GAMMA and m.k == FOCUS_K)
+        if at_focus and m.target == "v":
+            chosen.setdefault((run.model, run.method), run.id)
+    return chosen
+
+
+def all_targets():
+    targets = [layout.metrics_table(RESULTS), layout.steps_table(RESULTS)]
+    targets += [RESULTS / "tables" / f"{t}.{ext}" for t in SWEEP.tables for ext in ("md", "tex")]
+    targets += [RESULTS / "figures" / f"{f}.{ext}" for f in SWEEP.figures for ext in ("png", "pdf")]
+    return targets

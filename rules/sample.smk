@@ -1,0 +1,50 @@
+# One RUN.yaml per run (rewritten when the sweep changes that run), then one job per (run, shard).
+
+
+rule run_config:
+    output:
+        layout.run_config(RESULTS, "{run}"),
+    log:
+        LOGS / "run_config" / "{run}.log",
+    params:
+        json=lambda wc: json.dumps(RUNS[wc.run].config.to_dict(), sort_keys=True),
+    localrule: True
+    conda:
+        "../envs/sample.yaml"
+    shell:
+        "softcfg run-config --json {params.json:q} --out {output} > {log} 2>&1"
+
+
+rule sample:
+    input:
+        config=layout.run_config(RESULTS, "{run}"),
+        checkpoint=lambda wc: RUNS[wc.run].config.model.checkpoint,
+    output:
+        npz=RESULTS / "samples" / "{run}" / "shard_{shard}.npz",
+        manifest=RESULTS / "samples" / "{run}" / "shard_{shard}.json",
+    log:
+        LOGS / "sample" / "{run}" / "shard_{shard}.log",
+    benchmark:
+        RESULTS / "benchmarks" / "sample" / "{run}" / "shard_{shard}.tsv"
+    threads: 1
+    resources:
+        gpus=0,
+    conda:
+        "../envs/sample.yaml"
+    shell:
+        "softcfg sample --config {input.config} --shard {wildcards.shard} --out {output.npz}"
+        " --threads {threads} --no-progress > {log} 2>&1"
+
+
+rule summarize_shards:
+    input:
+        lambda wc: shard_files(wc.run, ".json"),
+    output:
+        layout.run_summary(RESULTS, "{run}"),
+    log:
+        LOGS / "summarize" / "{run}.log",
+    localrule: True
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "softcfg summarize --out {output} {input} > {log} 2>&1"

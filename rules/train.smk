@@ -1,0 +1,35 @@
+# Training of the embedded models: one generator per trained model entry, one classifier for metrics.
+
+
+rule train_generator:
+    output:
+        layout.generator_checkpoint(RESULTS, "{model}"),
+    log:
+        LOGS / "train" / "{model}.log",
+    benchmark:
+        RESULTS / "benchmarks" / "train" / "{model}.tsv"
+    params:
+        seed=lambda wc: SWEEP.trained_models[wc.model],
+    threads: 2
+    resources:
+        gpus=0,
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "softcfg train --generator {output} --seed {params.seed} --threads {threads} > {log} 2>&1"
+
+
+rule train_classifier:
+    output:
+        layout.classifier_checkpoint(RESULTS),
+    log:
+        LOGS / "train" / "classifier.log",
+    benchmark:
+        RESULTS / "benchmarks" / "train" / "classifier.tsv"
+    threads: 2
+    resources:
+        gpus=0,
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "softcfg train --classifier {output} --seed 0 --threads {threads} > {log} 2>&1"

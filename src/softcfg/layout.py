@@ -1,0 +1,50 @@
+"""Where the workflow's products live under the results folder; rules and commands share these names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def generator_checkpoint(results: Path, model: str) -> Path:
+    return results / "models" / model / "generator.pt"
+
+
+def classifier_checkpoint(results: Path) -> Path:
+    return results / "reference" / "digits_classifier.pt"
+
+
+def reference_images(results: Path) -> Path:
+    return results / "reference" / "digits.npz"
+
+
+def reference_features(results: Path) -> Path:
+    return results / "reference" / "features.npz"
+
+
+def run_config(results: Path, run: str) -> Path:
+    return results / "runs" / run / "run.yaml"
+
+
+def run_summary(results: Path, run: str) -> Path:
+    return results / "runs" / run / "shards.json"
+
+
+def shard(results: Path, run: str, index: int | str) -> Path:
+    name = f"shard_{index:04d}.npz" if isinstance(index, int) else f"shard_{index}.npz"
+    return results / "samples" / run / name
+
+
+def features(results: Path, run: str) -> Path:
+    return results / "features" / f"{run}.npz"
+
+
+def metrics(results: Path, run: str) -> Path:
+    return results / "metrics" / f"{run}.json"
+
+
+def metrics_table(results: Path) -> Path:
+    return results / "metrics.parquet"
+
+
+def steps_table(results: Path) -> Path:
+    return results / "steps.parquet"

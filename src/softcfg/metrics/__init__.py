@@ -1,0 +1,1 @@
+"""Feature extractors registered with torch-fidelity and metrics from features to numbers."""

@@ -1,0 +1,102 @@
+"""Per-run outputs into two tidy Parquet tables.
+
+``summarize_shards`` merges one run's shard manifests (seeds, provenance, sample-weighted per-step
+diagnostics); ``aggregate`` joins each run's config, metrics record and summary into
+``metrics.parquet`` (one row per run and metric, with every sweep parameter, the value, the number of
+samples, the seeds and provenance) and ``steps.parquet`` (one row per run and decode step).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from softcfg.config import RunConfig
+from softcfg.io.atomic import atomic_path
+
+
+def run_columns(run: RunConfig) -> dict:
+    """The sweep parameters of a run as flat columns; options that do not apply to its method are null."""
+    m = run.method
+    soft, guided = m.perturbs_cache, m.uses_uncond
+    return {
+        "run_id": run.run.id,
+        "model": run.run.model,
+        "family": run.model.family,
+        "method": run.run.method,
+        "method_name": m.name,
+        "gamma": m.gamma if guided else None,
+        "k": m.k if guided else None,
+        "schedule": m.schedule if guided else None,
+        "temperature": m.temperature,
+        "top_k": m.top_k,
+        "top_p": m.top_p,
+        "confidence": m.confidence if soft else None,
+        "target": m.target if soft else None,
+        "step_norm": m.step_norm if soft else None,
+        "strength": m.strength if soft else None,
+        "floor": m.floor if soft else None,
+        "eps": m.eps if soft else None,
+        "seed": run.sampling.seed,
+    }
+
+
+def summarize_shards(manifests: list[dict]) -> dict:
+    """One run's shards: sample count, seeds, provenance and sample-weighted mean diagnostics per step."""
+    manifests = sorted(manifests, key=lambda m: m["shard_index"])
+    hashes = {m["config_hash"] for m in manifests}
+    if len(hashes) != 1:
+        raise ValueError(f"shards of one run were sampled with different configs: {sorted(hashes)}")
+    counts = np.array([m["num_samples"] for m in manifests], dtype=np.float64)
+    diagnostics = None
+    if all(m.get("diagnostics") for m in manifests):
+        diagnostics = {}
+        for name in sorted(manifests[0]["diagnostics"]):
+            values = np.array(
+                [m["diagnostics"][name] for m in manifests], dtype=np.float64
+            )  # [shards, steps]
+            mean = (values * counts[:, None]).sum(0) / counts.sum()
+            diagnostics[name] = [None if np.isnan(v) else float(v) for v in mean]
+    return {
+        "config_hash": hashes.pop(),
+        "num_samples": int(counts.sum()),
+        "shards": [m["shard_index"] for m in manifests],
+        "batch_seeds": [m["batch_seeds"] for m in manifests],
+        "git_commit": manifests[0]["git_commit"],
+        "versions": manifests[0]["versions"],
+        "diagnostics": diagnostics,
+    }
+
+
+def aggregate(entries: list[tuple[RunConfig, dict, dict]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(run config, metrics record, shard summary) per run -> (metrics table, steps table), sorted."""
+    rows, steps = [], []
+    for run, record, summary in sorted(entries, key=lambda e: e[0].run.id):
+        columns = run_columns(run)
+        provenance = {
+            "num_samples": summary["num_samples"],
+            "batch_seeds": json.dumps(summary["batch_seeds"]),
+            "config_hash": summary["config_hash"],
+            "git_commit": summary["git_commit"],
+            "versions": json.dumps(summary["versions"], sort_keys=True),
+            "extractor": record["extractor"],
+            "reference": record["reference"],
+        }
+        for metric, value in sorted(record["metrics"].items()):
+            rows.append({**columns, "metric": metric, "value": value, **provenance})
+        if summary["diagnostics"]:
+            diag = pd.DataFrame(summary["diagnostics"], dtype="float64")
+            steps.append(pd.DataFrame({**columns, "step": np.arange(len(diag))}).join(diag))
+    return pd.DataFrame(rows), pd.concat(steps, ignore_index=True) if steps else pd.DataFrame()
+
+
+def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
+    """Atomically, without the pandas index, so equal frames give equal files."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)

@@ -1,0 +1,232 @@
+"""The workflow's sweep: config.yaml expanded into runs (model x method x gamma x k x seed).
+
+Methods without guidance (``none``) are not multiplied by the gamma and k axes. A method entry may carry
+its own ``gamma`` / ``k`` lists, which replace the grid for it (e.g. the perturbation-target ablation at
+one setting). Every problem is a ConfigError naming the key, raised before the DAG is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from softcfg import layout
+from softcfg.config import (
+    ConfigError,
+    RunConfig,
+    RunInfo,
+    SamplingEntry,
+    parse_method,
+    parse_model,
+    parse_sampling,
+)
+
+MAX_RUN_ID = 64
+METRICS = ("fid", "isc", "kid", "prc")
+TABLES = ("ablation", "target")
+FIGURES = ("fid_vs_gamma", "entropy", "samples")
+TRAINABLE_FAMILIES = ("digits",)
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    config: RunConfig
+    num_shards: int
+
+    @property
+    def model(self) -> str:
+        return self.config.run.model
+
+    @property
+    def method(self) -> str:
+        return self.config.run.method
+
+
+@dataclass(frozen=True)
+class Sweep:
+    results: Path
+    runs: dict[str, Run]
+    trained_models: dict[str, int]  # model name -> training seed, for models the workflow trains
+    metrics: tuple[str, ...]
+    kid_subset_size: int
+    tables: tuple[str, ...]
+    figures: tuple[str, ...]
+    focus: tuple[float, float]  # (gamma, k) where entropy curves and target tables are read
+
+
+def _number(value: Any) -> str:
+    """``3.0`` -> ``3``, ``1.5`` -> ``1.5``: short and stable in run ids."""
+    return f"{value:g}"
+
+
+def run_id(model: str, method: str, gamma: float | None, k: float | None, seed: int) -> str:
+    """Readable id, e.g. ``digits-cfg-g3-k1-s0``; ids longer than 64 characters end in a hash instead."""
+    parts = (
+        [model, method] + ([] if gamma is None else [f"g{_number(gamma)}", f"k{_number(k)}"]) + [f"s{seed}"]
+    )
+    name = "-".join(parts)
+    if len(name) <= MAX_RUN_ID:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[: MAX_RUN_ID - 11]}-{digest}"
+
+
+def _list(data: dict, key: str, where: str, kind: type) -> list:
+    """A non-empty list of non-negative numbers (ints where ``kind`` is int)."""
+    values = data.get(key)
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{where}.{key} must be a non-empty list")
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, kind | int) or not math.isfinite(v):
+            raise ConfigError(f"{where}.{key}[{i}] must be a {kind.__name__}, got {v!r}")
+        if v < 0:
+            raise ConfigError(f"{where}.{key}[{i}] must be >= 0, got {v}")
+    return values
+
+
+def _mapping(data: Any, key: str, where: str = "config") -> dict:
+    value = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{where}.{key} must be a non-empty mapping")
+    return value
+
+
+def _names(data: dict, key: str, allowed: tuple[str, ...], where: str = "config") -> tuple[str, ...]:
+    values = data.get(key, list(allowed))
+    if not isinstance(values, list):
+        raise ConfigError(f"{where}.{key} must be a list")
+    for v in values:
+        if v not in allowed:
+            raise ConfigError(f"{where}.{key}: unknown {v!r} (expected some of {allowed})")
+    return tuple(values)
+
+
+def load_sweep(config: dict) -> Sweep:
+    """Validate the workflow config and expand it into runs."""
+    allowed = (
+        "results",
+        "models",
+        "methods",
+        "grid",
+        "seeds",
+        "sampling",
+        "metrics",
+        "tables",
+        "figures",
+        "focus",
+    )
+    unknown = sorted(set(config) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown key config.{unknown[0]} (allowed: {', '.join(allowed)})")
+    results = Path(config.get("results", "results"))
+
+    models, trained = {}, {}
+    for name, entry in _mapping(config, "models").items():
+        where = f"models.{name}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a mapping")
+        entry = dict(entry)
+        train, train_seed = entry.pop("train", False), entry.pop("train_seed", 0)
+        if not isinstance(train, bool):
+            raise ConfigError(f"{where}.train must be true or false")
+        if not isinstance(train_seed, int) or isinstance(train_seed, bool) or train_seed < 0:
+            raise ConfigError(f"{where}.train_seed must be an integer >= 0, got {train_seed!r}")
+        if train:
+            if entry.get("family") not in TRAINABLE_FAMILIES:
+                raise ConfigError(f"{where}.train: the workflow trains only {TRAINABLE_FAMILIES}")
+            if "checkpoint" in entry:
+                raise ConfigError(
+                    f"{where}.checkpoint: a trained model's checkpoint is the workflow's output"
+                )
+            entry["checkpoint"] = str(layout.generator_checkpoint(results, name))
+            trained[name] = train_seed
+        models[name] = parse_model(entry, where, check_files=not train)
+
+    grid = _mapping(config, "grid")
+    unknown = sorted(set(grid) - {"gamma", "k"})
+    if unknown:
+        raise ConfigError(f"unknown key grid.{unknown[0]} (allowed: gamma, k)")
+    gammas, ks = _list(grid, "gamma", "grid", float), _list(grid, "k", "grid", float)
+    seeds = _list(config, "seeds", "config", int) if "seeds" in config else [0]
+
+    sampling = config.get("sampling", {})
+    if not isinstance(sampling, dict):
+        raise ConfigError("config.sampling must be a mapping")
+    sampling = dict(sampling)
+    samples_per_run = sampling.pop("samples_per_run", 1000)
+    if "seed" in sampling:
+        raise ConfigError("sampling.seed: give seeds as the top-level list config.seeds")
+    base = parse_sampling({"shard_size": 500, "batch_size": 500, **sampling}, "sampling")
+    if not isinstance(samples_per_run, int) or samples_per_run < 1:
+        raise ConfigError(f"sampling.samples_per_run must be an integer >= 1, got {samples_per_run!r}")
+    if samples_per_run % base.shard_size:
+        raise ConfigError(
+            f"sampling.samples_per_run ({samples_per_run}) must be a multiple of "
+            f"sampling.shard_size ({base.shard_size})"
+        )
+
+    runs: dict[str, Run] = {}
+    for method_name, entry in _mapping(config, "methods").items():
+        where = f"methods.{method_name}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a mapping")
+        entry = dict(entry)
+        axes = {"gamma": entry.pop("gamma", None), "k": entry.pop("k", None)}
+        for axis, values in axes.items():
+            if values is not None:
+                _list({axis: values}, axis, where, float)
+        method = parse_method(entry, where)  # options only; gamma and k come from the axes
+        if not method.uses_uncond:
+            if any(v is not None for v in axes.values()):
+                raise ConfigError(f"{where}.gamma/k: method 'none' runs no guidance")
+            settings = [(None, None)]
+        else:
+            settings = [(g, k) for g in (axes["gamma"] or gammas) for k in (axes["k"] or ks)]
+        for model_name, model in models.items():
+            for gamma, k in settings:
+                method_entry = entry if gamma is None else {**entry, "gamma": float(gamma), "k": float(k)}
+                for seed in seeds:
+                    rid = run_id(model_name, method_name, gamma, k, seed)
+                    run = RunConfig(
+                        model=model,
+                        method=parse_method(method_entry, where),
+                        sampling=SamplingEntry(seed, base.shard_size, base.batch_size, base.diagnostics),
+                        run=RunInfo(rid, model_name, method_name),
+                    )
+                    if rid in runs:
+                        raise ConfigError(f"{where}: run id {rid} is produced twice")
+                    runs[rid] = Run(rid, run, samples_per_run // base.shard_size)
+
+    metrics = config.get("metrics", {})
+    if not isinstance(metrics, dict):
+        raise ConfigError("config.metrics must be a mapping")
+    unknown = sorted(set(metrics) - {"names", "kid_subset_size"})
+    if unknown:
+        raise ConfigError(f"unknown key metrics.{unknown[0]} (allowed: names, kid_subset_size)")
+    names = _names(metrics, "names", METRICS, "metrics")
+    kid_subset = metrics.get("kid_subset_size", min(1000, samples_per_run))
+    if not isinstance(kid_subset, int) or not 2 <= kid_subset <= samples_per_run:
+        raise ConfigError(
+            f"metrics.kid_subset_size must be an integer in [2, samples_per_run], got {kid_subset!r}"
+        )
+
+    focus = config.get("focus", {"gamma": gammas[len(gammas) // 2], "k": ks[-1]})
+    if not isinstance(focus, dict) or set(focus) != {"gamma", "k"}:
+        raise ConfigError("config.focus must be a mapping with keys gamma and k")
+    if not all(isinstance(v, int | float) and math.isfinite(v) for v in focus.values()):
+        raise ConfigError(f"config.focus values must be numbers, got {focus}")
+
+    return Sweep(
+        results=results,
+        runs=runs,
+        trained_models=trained,
+        metrics=names,
+        kid_subset_size=kid_subset,
+        tables=_names(config, "tables", TABLES),
+        figures=_names(config, "figures", FIGURES),
+        focus=(float(focus["gamma"]), float(focus["k"])),
+    )

@@ -1,0 +1,102 @@
+"""The sweep: expansion, run ids, and refusal of bad configs with the key named."""
+
+import copy
+
+import pytest
+import yaml
+
+from softcfg.config import ConfigError
+from softcfg.sweep import load_sweep, run_id
+
+BASE = {
+    "models": {"digits": {"family": "digits", "train": True}},
+    "methods": {
+        "none": {"name": "none"},
+        "cfg": {"name": "cfg"},
+        "soft": {"name": "softcfg", "step_norm": False},
+        "soft_sn": {"name": "softcfg"},
+        "soft_kv": {"name": "softcfg", "target": "kv", "gamma": [3.0], "k": [1.0]},
+    },
+    "grid": {"gamma": [1.5, 3.0, 5.0], "k": [0.0, 1.0]},
+    "seeds": [0, 1],
+    "sampling": {"samples_per_run": 100, "shard_size": 50, "batch_size": 25},
+}
+
+
+def test_none_is_not_multiplied_by_gamma_and_k():
+    sweep = load_sweep(copy.deepcopy(BASE))
+    per_method = {}
+    for run in sweep.runs.values():
+        per_method[run.method] = per_method.get(run.method, 0) + 1
+    assert per_method == {"none": 2, "cfg": 12, "soft": 12, "soft_sn": 12, "soft_kv": 2}
+    assert all(run.num_shards == 2 for run in sweep.runs.values())
+    assert "digits-none-s1" in sweep.runs and "digits-cfg-g1.5-k0-s0" in sweep.runs
+    run = sweep.runs["digits-soft_kv-g3-k1-s1"].config
+    assert (run.method.gamma, run.method.k, run.method.target, run.sampling.seed) == (3.0, 1.0, "kv", 1)
+    assert run.model.checkpoint == "results/models/digits/generator.pt"
+
+
+def test_run_ids_are_stable_and_hashed_when_long():
+    assert run_id("digits", "cfg", 3.0, 1.0, 0) == "digits-cfg-g3-k1-s0"
+    long = run_id("m" * 40, "method_with_a_long_name", 2.25, 0.5, 7)
+    assert len(long) == 64 and long == run_id("m" * 40, "method_with_a_long_name", 2.25, 0.5, 7)
+    assert long != run_id("m" * 40, "method_with_a_long_name", 2.25, 0.5, 8)
+
+
+def _bad(path: str, value):
+    config = copy.deepcopy(BASE)
+    node = config
+    *parents, leaf = path.split(".")
+    for p in parents:
+        node = node[p]
+    if value is KeyError:
+        del node[leaf]
+    else:
+        node[leaf] = value
+    return config
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("methods.cfg.name", "pag", "methods.cfg.name: unknown method 'pag'"),
+        ("grid.gamma", [1.0, -2.0], "grid.gamma[1] must be >= 0"),
+        ("sampling.shard_size", 0, "sampling.shard_size must be >= 1"),
+        (
+            "models.ext",
+            {"family": "digits", "checkpoint": "missing/model.pt"},
+            "models.ext.checkpoint: file not found",
+        ),
+        ("sampling.samples_per_run", 75, "must be a multiple of sampling.shard_size"),
+        ("methods.cfg.gama", 2.0, "unknown key methods.cfg.gama"),
+        ("methods.none.gamma", [2.0], "methods.none.gamma/k: method 'none' runs no guidance"),
+        ("grid.k", KeyError, "grid.k must be a non-empty list"),
+        ("models.digits.family", "alitok", "models.digits.train: the workflow trains only"),
+        (
+            "models.ext",
+            {"family": "vqgan", "checkpoint": "config.yaml"},
+            "models.ext.family: unknown 'vqgan'",
+        ),
+        ("metrics", {"names": ["fid", "lpips"]}, "metrics.names: unknown 'lpips'"),
+    ],
+)
+def test_bad_configs_name_the_key(path, value, message):
+    with pytest.raises(ConfigError) as err:
+        load_sweep(_bad(path, value))
+    assert message in str(err.value)
+
+
+def test_default_config_and_schema_agree():
+    import jsonschema
+
+    with open("config.yaml") as f:
+        config = yaml.safe_load(f)
+    with open("workflow/schemas/config.schema.yaml") as f:
+        schema = yaml.safe_load(f)
+    jsonschema.validate(config, schema)
+    sweep = load_sweep(config)
+    methods = {run.method for run in sweep.runs.values()}
+    assert {"none", "cfg", "softcfg", "softcfg_stepnorm"} <= methods
+    for bad in (_bad("grid.gamma", [-1.0]), _bad("sampling.shard_size", 0), _bad("methods.cfg.name", "pag")):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)

@@ -1,0 +1,185 @@
+"""The Snakemake workflow run for real on a small sweep (random-weight generator, trained classifier)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import random_digits_model
+from softcfg.models.digits import save_digits_ar
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small_config(checkpoint: Path) -> dict:
+    return {
+        "results": "results",
+        "models": {"tiny": {"family": "digits", "checkpoint": str(checkpoint)}},
+        "methods": {
+            "none": {"name": "none"},
+            "cfg": {"name": "cfg"},
+            "softcfg": {"name": "softcfg", "step_norm": False},
+            "softcfg_stepnorm": {"name": "softcfg"},
+            "softcfg_stepnorm_kv": {"name": "softcfg", "target": "kv", "gamma": [2.0], "k": [1.0]},
+        },
+        "grid": {"gamma": [2.0], "k": [1.0]},
+        "sampling": {"samples_per_run": 40, "shard_size": 20, "batch_size": 10},
+        "metrics": {"kid_subset_size": 20},
+        "focus": {"gamma": 2.0, "k": 1.0},
+    }
+
+
+def snakemake(workdir: Path, *args: str, **popen) -> subprocess.Popen | subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", "--rerun-incomplete", *args]  # fmt: skip
+    if popen:
+        return subprocess.Popen(cmd, env=env, **popen)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_digits_ar(random_digits_model(), path)
+    return path
+
+
+def make_workdir(root: Path, checkpoint: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.yaml").write_text(yaml.safe_dump(small_config(checkpoint)))
+    return root
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, checkpoint) -> Path:
+    workdir = make_workdir(tmp_path_factory.mktemp("wf") / "a", checkpoint)
+    proc = snakemake(workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir
+
+
+def test_products_are_where_the_readme_says(finished):
+    results = finished / "results"
+    for name in ("metrics.parquet", "steps.parquet", "tables/ablation.md", "tables/ablation.tex",
+                 "tables/target.md", "figures/fid_vs_gamma.png", "figures/entropy.pdf", "figures/samples.png"):  # fmt: skip
+        assert (results / name).is_file(), name
+    assert len(list((results / "samples").glob("*/shard_*.npz"))) == 10
+
+
+def test_metrics_table_is_tidy_and_complete(finished):
+    table = pd.read_parquet(finished / "results" / "metrics.parquet")
+    assert set(table["run_id"]) == {
+        "tiny-none-s0", "tiny-cfg-g2-k1-s0", "tiny-softcfg-g2-k1-s0", "tiny-softcfg_stepnorm-g2-k1-s0",
+        "tiny-softcfg_stepnorm_kv-g2-k1-s0",
+    }  # fmt: skip
+    assert set(table["metric"]) == {
+        "fid",
+        "isc",
+        "isc_std",
+        "kid",
+        "kid_std",
+        "precision",
+        "recall",
+        "accuracy",
+    }
+    assert table.groupby("run_id").size().eq(8).all()
+    assert (table["num_samples"] == 40).all() and table["value"].notna().all()
+    none = table[table["method"] == "none"]
+    assert none["gamma"].isna().all() and none["target"].isna().all()
+    assert set(table[table["method"] == "softcfg_stepnorm_kv"]["target"]) == {"kv"}
+    assert {"config_hash", "git_commit", "versions", "batch_seeds", "seed"} <= set(table.columns)
+
+
+def test_metrics_match_an_independent_computation(finished):
+    """FID and precision/recall recomputed here from the stored features with numpy/scipy formulas."""
+    from scipy import linalg
+
+    results = finished / "results"
+    run = "tiny-cfg-g2-k1-s0"
+    with (
+        np.load(results / "features" / f"{run}.npz") as f,
+        np.load(results / "reference" / "features.npz") as r,
+    ):
+        x, y = f["features"].astype(np.float64), r["features"].astype(np.float64)
+    mu1, mu2 = x.mean(0), y.mean(0)
+    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    fid = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2).real)
+
+    def radii(a):
+        d = ((a[:, None] - a[None]) ** 2).sum(-1)
+        return np.sort(d, axis=1)[:, 3]  # third neighbour, self at index 0
+
+    def inside(points, manifold):
+        d = ((points[:, None] - manifold[None]) ** 2).sum(-1)
+        return (d <= radii(manifold)[None]).any(1).mean()
+
+    table = pd.read_parquet(results / "metrics.parquet").query("run_id == @run").set_index("metric")["value"]
+    assert table["fid"] == pytest.approx(fid, rel=1e-3)
+    assert table["precision"] == pytest.approx(inside(x, y), abs=1 / len(x))
+    assert table["recall"] == pytest.approx(inside(y, x), abs=1 / len(y))
+
+
+def test_steps_table_has_every_decode_step(finished):
+    steps = pd.read_parquet(finished / "results" / "steps.parquet")
+    assert steps.groupby("run_id")["step"].apply(list).map(lambda s: s == list(range(64))).all()
+    soft = steps[steps["run_id"] == "tiny-softcfg_stepnorm-g2-k1-s0"]
+    assert soft["weight_min"].iloc[:2].isna().all() and (soft["weight_min"].iloc[2:] <= 1).all()
+    assert steps[steps["method"] == "none"]["entropy_uncond"].isna().all()
+
+
+def test_rerun_is_a_no_op(finished):
+    proc = snakemake(finished, "--dry-run")
+    assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["methods"]["cfg"].update(name="pag"), "methods.cfg.name: unknown method 'pag'"),
+        (lambda c: c["grid"].update(gamma=[-1.0]), "grid.gamma[0] must be >= 0"),
+        (
+            lambda c: c["models"]["tiny"].update(checkpoint="nowhere.pt"),
+            "models.tiny.checkpoint: file not found",
+        ),
+        (lambda c: c["sampling"].update(shard_size=0), "sampling.shard_size must be >= 1"),
+    ],
+)
+def test_bad_config_is_refused_at_dag_construction(tmp_path, checkpoint, edit, message):
+    config = small_config(checkpoint)
+    edit(config)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "--dry-run")
+    assert proc.returncode != 0 and message in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_kill_during_sampling_then_rerun_gives_identical_parquet(tmp_path, checkpoint, finished):
+    workdir = make_workdir(tmp_path / "b", checkpoint)
+    proc = snakemake(workdir, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    samples = workdir / "results" / "samples"
+    deadline = time.time() + 600
+    while time.time() < deadline and len(list(samples.glob("*/shard_*.json"))) < 3:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and every job it started
+    proc.wait()
+    done = len(list(samples.glob("*/shard_*.json")))
+    assert 3 <= done < 10, "the kill must land in the middle of sampling"
+    for npz in samples.glob("*/shard_*.npz"):  # whatever has its final name is a complete file
+        with np.load(npz) as data:
+            assert data["arr_0"].shape == (20, 8, 8, 3)
+    assert snakemake(workdir, "--unlock").returncode == 0
+    rerun = snakemake(workdir)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    for name in ("metrics.parquet", "steps.parquet"):
+        assert (workdir / "results" / name).read_bytes() == (finished / "results" / name).read_bytes(), name
