@@ -41,8 +41,8 @@ def small_config(checkpoint: Path) -> dict:
 def snakemake(workdir: Path, *args: str, **popen) -> subprocess.Popen | subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     snakefile = str(REPO / "Snakefile")
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", snakefile, "--directory", str(workdir), "--cores", "2",
-           "--rerun-incomplete", *args]  # fmt: skip
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", snakefile, "--directory", str(workdir),
+           "--cores", "2", "--rerun-incomplete", *args]  # fmt: skip
     if popen:
         return subprocess.Popen(cmd, env=env, **popen)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
