@@ -133,7 +133,7 @@ def cmd_run_config(args: argparse.Namespace) -> None:
         data = json.loads(args.json)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--json is not valid JSON: {exc}") from exc
-    run = parse_run_config(data)
+    run = parse_run_config(data, check_files=False)  # the checkpoint may be another job's output
     atomic_write_text(args.out, yaml.safe_dump(run.to_dict(), sort_keys=False))
 
 

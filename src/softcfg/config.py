@@ -225,7 +225,7 @@ def parse_sampling(data: Any, where: str = "sampling") -> SamplingEntry:
     return s
 
 
-def parse_run_config(data: Any, where: str = "config") -> RunConfig:
+def parse_run_config(data: Any, where: str = "config", check_files: bool = True) -> RunConfig:
     allowed = ("model", "method", "sampling", "run")
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping with keys {', '.join(allowed)}")
@@ -233,7 +233,7 @@ def parse_run_config(data: Any, where: str = "config") -> RunConfig:
     _require("model" in data, f"missing key {where}.model")
     _require("method" in data, f"missing key {where}.method")
     return RunConfig(
-        model=parse_model(data["model"]),
+        model=parse_model(data["model"], check_files=check_files),
         method=parse_method(data["method"]),
         sampling=parse_sampling(data.get("sampling", {})),
         run=_build(RunInfo, data["run"], "run") if data.get("run") is not None else None,
