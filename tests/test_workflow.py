@@ -185,3 +185,11 @@ def test_kill_during_sampling_then_rerun_gives_identical_parquet(tmp_path, check
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     for name in ("metrics.parquet", "steps.parquet"):
         assert (workdir / "results" / name).read_bytes() == (finished / "results" / name).read_bytes(), name
+
+
+def test_html_report_holds_the_figures_and_tables(finished):
+    proc = snakemake(finished, "--report", "report.html")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (finished / "report.html").read_text(errors="replace")
+    for name in ("fid_vs_gamma.png", "entropy.png", "samples.png", "ablation.md", "target.md"):
+        assert name in html, name
