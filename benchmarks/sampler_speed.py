@@ -5,7 +5,7 @@ vocabulary 4096) samples batches of 8 with none / CFG / SoftCFG / SoftCFG + step
 after round, so drifts in machine speed hit every method alike. Prints tokens/s per method (median over
 rounds) and, last, the median per-round time ratio of SoftCFG + step norm to CFG.
 
-    python benchmarks/sampler_speed.py [--rounds 7] [--device cpu]
+    python benchmarks/sampler_speed.py [--rounds 20] [--threads N] [--device cpu] [--diagnostics]
 """
 
 from __future__ import annotations
@@ -31,13 +31,16 @@ METHODS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--diagnostics", action="store_true", help="also time SoftCFG + step norm with diagnostics"
     )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     config = GPTConfig(
@@ -64,9 +67,11 @@ def main() -> None:
     for name in methods:  # warm-up
         run(name)
     times: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(args.rounds):
-        for name in methods:
+    order = list(methods)
+    for _ in range(args.rounds):  # A B C D, then D C B A: a linear drift hits every method alike
+        for name in order:
             times[name].append(run(name))
+        order.reverse()
 
     tokens = args.batch * config.num_tokens
     print(
@@ -74,7 +79,9 @@ def main() -> None:
     )
     for name, ts in times.items():
         print(f"{name:<24} {tokens / statistics.median(ts):10.1f} tokens/s")
-    ratios = [s / c for s, c in zip(times["softcfg+stepnorm"], times["cfg"], strict=True)]
+    ratios = sorted(s / c for s, c in zip(times["softcfg+stepnorm"], times["cfg"], strict=True))
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    print(f"per-round ratios softcfg+stepnorm/cfg: quartiles {q1:.4f} .. {q3:.4f} (machine noise)")
     print(f"ratio softcfg/cfg {statistics.median(ratios):.4f}")
 
 

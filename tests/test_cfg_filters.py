@@ -45,3 +45,17 @@ def test_top_k_keeps_k_largest():
 def test_temperature_divides_before_filters():
     logits = torch.tensor([[1.0, 2.0, 4.0]])
     torch.testing.assert_close(sampling_logits(logits, 2.0), logits / 2)
+
+
+def test_sample_tokens_follows_the_distribution():
+    from softcfg.guidance import sample_tokens
+
+    logits = torch.tensor([0.0, 1.0, float("-inf"), 2.0, -1.0]).log_softmax(-1)
+    rows = logits.expand(200_000, -1)
+    draws = sample_tokens(rows, torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=5).double() / len(draws)
+    expected = torch.softmax(logits.double(), -1)
+    assert freq[2] == 0  # zero probability: never drawn
+    torch.testing.assert_close(freq, expected, atol=4e-3, rtol=0)  # ~4 standard errors
+    again = sample_tokens(rows[:100], torch.Generator().manual_seed(0))
+    assert torch.equal(again, draws[:100])

@@ -42,6 +42,11 @@ def sampling_logits(guided: Tensor, temperature: float, top_k: int = 0, top_p: f
 
 
 def sample_tokens(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """One multinomial draw per row from softmax(logits); returns int64 [N]."""
-    probs = torch.softmax(logits.float(), dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    """One draw per row from softmax(logits) by inverting the CDF with one uniform; returns int64 [N].
+
+    Exact like ``torch.multinomial`` and an order of magnitude cheaper for one sample over a large
+    vocabulary (multinomial draws an exponential per entry). Zero-probability tokens are never chosen.
+    """
+    cdf = torch.softmax(logits.float(), dim=-1).cumsum(dim=-1)
+    u = torch.rand(cdf.shape[:-1] + (1,), generator=generator, device=cdf.device) * cdf[..., -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_max_(cdf.shape[-1] - 1)

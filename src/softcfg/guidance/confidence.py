@@ -26,7 +26,8 @@ class StepLogits:
     temperature: float = 1.0
 
     def probs(self, logits: Tensor) -> Tensor:
-        return torch.softmax(logits.float() / max(self.temperature, 1e-5), dim=-1)
+        scaled = logits if self.temperature == 1.0 else logits / max(self.temperature, 1e-5)
+        return torch.softmax(scaled, dim=-1, dtype=torch.float32)
 
 
 def cond_max(step: StepLogits) -> Tensor:

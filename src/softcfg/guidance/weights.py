@@ -21,10 +21,10 @@ def step_normalized_weights(
     about 1 whatever the step (the paper's unit budget). This equals the effective factor of the authors'
     in-place telescoping product. strength = 0 gives weights of exactly 1, i.e. plain CFG.
     """
-    total = q.sum(dim=-1, keepdim=True)
-    return (1.0 - q / (total + eps)).pow(strength).clamp_min(floor)
+    base = 1.0 - q / (q.sum(dim=-1, keepdim=True) + eps)
+    return (base if strength == 1.0 else base.pow(strength)).clamp_min(floor)
 
 
 def unnormalized_weights(q: Tensor, strength: float = 1.0) -> Tensor:
     """``(1 - q_i) ** strength``, fixed once per token; strength 1 is the authors' ``1 - q`` (no floor)."""
-    return (1.0 - q).pow(strength)
+    return 1.0 - q if strength == 1.0 else (1.0 - q).pow(strength)

@@ -20,39 +20,28 @@ class StepDiagnostics:
 
     def __init__(self, num_steps: int, device: torch.device | str = "cpu") -> None:
         self.sums = torch.zeros(num_steps, len(DIAGNOSTICS), dtype=torch.float64, device=device)
-        self.present = torch.zeros(num_steps, len(DIAGNOSTICS), dtype=torch.bool, device=device)
+        self.present = [[False] * len(DIAGNOSTICS) for _ in range(num_steps)]  # known on the host
         self.count = 0
 
     def __call__(self, step: int, logits: StepLogits, weights: Tensor | None) -> None:
         t = max(logits.temperature, 1e-5)
-        values = [
-            normalized_entropy(logits.cond / t),
-            None,
-            normalized_entropy(logits.guided / t),
-            None,
-            None,
-        ]
-        if logits.uncond is not None:
-            values[1] = normalized_entropy(logits.uncond / t)
+        branches = [logits.cond] + ([logits.uncond] if logits.uncond is not None else []) + [logits.guided]
+        entropies = normalized_entropy(torch.stack(branches) / t).sum(-1)  # [branches]
+        columns = [0, 1, 2] if logits.uncond is not None else [0, 2]
+        values = [entropies]
         if weights is not None:
-            values[3], values[4] = weights.amin(dim=-1), weights.mean(dim=-1)
-        for col, value in enumerate(values):
-            if value is not None:
-                self.sums[step, col] += value.sum()
-                self.present[step, col] = True
+            values.append(torch.stack([weights.amin(dim=-1).sum(), weights.mean(dim=-1).sum()]))
+            columns += [3, 4]
+        self.sums[step, columns] += torch.cat(values).double()
+        for col in columns:
+            self.present[step][col] = True
         if step == 0:
             self.count += logits.cond.shape[0]
 
-    def merge(self, other: StepDiagnostics) -> None:
-        self.sums += other.sums
-        self.present |= other.present
-        self.count += other.count
-
     def as_dict(self) -> dict[str, list[float]]:
         """Per-step means as plain lists (NaN where absent), for manifests and tables."""
-        means = (self.sums / max(self.count, 1)).cpu()
-        present = self.present.cpu()
+        means = (self.sums / max(self.count, 1)).cpu().tolist()
         return {
-            name: [float(means[s, c]) if present[s, c] else math.nan for s in range(means.shape[0])]
+            name: [means[s][c] if self.present[s][c] else math.nan for s in range(len(means))]
             for c, name in enumerate(DIAGNOSTICS)
         }
