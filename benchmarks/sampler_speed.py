@@ -2,8 +2,9 @@
 
 A random class-conditional GPT shaped like a small AliTok (hidden 256, depth 4, heads 4, 273 tokens,
 vocabulary 4096) samples batches of 8 with none / CFG / SoftCFG / SoftCFG + step norm in turn, round
-after round, so drifts in machine speed hit every method alike. Prints tokens/s per method (median over
-rounds) and, last, the median per-round time ratio of SoftCFG + step norm to CFG.
+after round (the order reversed every round), so drifts in machine speed hit every method alike. Prints
+tokens/s per method (median over rounds), the quartiles of the per-round ratios (the machine's noise) and,
+last, the median per-round time ratio of SoftCFG + step norm to CFG.
 
     python benchmarks/sampler_speed.py [--rounds 20] [--threads N] [--device cpu] [--diagnostics]
 """

@@ -48,5 +48,5 @@ def sample_tokens(logits: Tensor, generator: torch.Generator | None = None) -> T
     vocabulary (multinomial draws an exponential per entry). Zero-probability tokens are never chosen.
     """
     cdf = torch.softmax(logits.float(), dim=-1).cumsum(dim=-1)
-    u = torch.rand(cdf.shape[:-1] + (1,), generator=generator, device=cdf.device) * cdf[..., -1:]
+    u = torch.rand((*cdf.shape[:-1], 1), generator=generator, device=cdf.device) * cdf[..., -1:]
     return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_max_(cdf.shape[-1] - 1)
