@@ -15,7 +15,7 @@ from softcfg.training.digits import train_digits_classifier
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    model, report = train_digits_classifier(split_digits(0), seed=0, epochs=5)
+    model, _ = train_digits_classifier(split_digits(0), seed=0, epochs=5)
     path = tmp_path_factory.mktemp("cls") / "c.pt"
     save_digits_classifier(model, path)
     return path
@@ -57,8 +57,8 @@ def test_inception_score_from_softmax_by_hand(classifier, images):
     for chunk in np.array_split(p, 10):
         marginal = chunk.mean(0, keepdims=True)
         scores.append(np.exp((chunk * (np.log(chunk) - np.log(marginal))).sum(1).mean()))
-    got = compute_metrics({"features": np.zeros((len(p), 2), np.float32), "logits": logits.astype(np.float32)},
-                          {"features": np.zeros((3, 2), np.float32)}, ("isc",))  # fmt: skip
+    samples_feats = {"features": np.zeros((len(p), 2), np.float32), "logits": logits.astype(np.float32)}
+    got = compute_metrics(samples_feats, {"features": np.zeros((3, 2), np.float32)}, ("isc",))
     assert got["isc"] == pytest.approx(np.mean(scores), rel=1e-5)
 
 
