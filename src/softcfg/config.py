@@ -32,12 +32,22 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """Which generator to load: ``family`` names an adapter, ``checkpoint`` its weights."""
+    """Which generator to load: ``family`` names an adapter, ``checkpoint`` its weights.
+
+    ``size`` names the family's preset dimensions (e.g. AliTok B/L/XL); ``dim``/``depth``/``heads``
+    override them (small random-weight models of the same architecture); ``tokenizer`` is the image
+    decoder's checkpoint.
+    """
 
     family: str
     checkpoint: str
+    size: str | None = None
+    tokenizer: str | None = None
     device: str = "cpu"
     dtype: str = "fp32"
+    dim: int | None = None
+    depth: int | None = None
+    heads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -207,13 +217,26 @@ def parse_method(data: Any, where: str = "method") -> MethodEntry:
 
 
 def parse_model(data: Any, where: str = "model", check_files: bool = True) -> ModelEntry:
-    from softcfg.models import FAMILIES
+    from softcfg.models import FAMILIES, FAMILY_SIZES
 
     m = _build(ModelEntry, data, where)
     _require(m.family in FAMILIES, f"{where}.family: unknown {m.family!r} (expected {sorted(FAMILIES)})")
     _require(m.dtype in DTYPES, f"{where}.dtype: unknown {m.dtype!r} (expected {DTYPES})")
     if check_files:
         _require(Path(m.checkpoint).is_file(), f"{where}.checkpoint: file not found: {m.checkpoint}")
+        if m.tokenizer is not None:
+            _require(Path(m.tokenizer).is_file(), f"{where}.tokenizer: file not found: {m.tokenizer}")
+    for key in ("dim", "depth", "heads"):
+        value = getattr(m, key)
+        _require(value is None or value >= 1, f"{where}.{key} must be >= 1, got {value}")
+    sizes = FAMILY_SIZES.get(m.family)
+    if sizes is None:
+        _require(m.size is None, f"{where}.size: family {m.family!r} has no sizes")
+    else:
+        _require(
+            m.size in sizes or (m.size is None and None not in (m.dim, m.depth)),
+            f"{where}.size: expected one of {sorted(sizes)} (or dim and depth), got {m.size!r}",
+        )
     return m
 
 

@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from softcfg.models import alitok
 from softcfg.models.base import ARModel
 from softcfg.models.digits import load_digits_ar
 
 if TYPE_CHECKING:
     from softcfg.config import ModelEntry
 
-FAMILIES: dict[str, Callable[[str | Path], ARModel]] = {
-    "digits": load_digits_ar,
+
+def _load_alitok(entry: ModelEntry) -> ARModel:
+    base = alitok.SIZES[entry.size] if entry.size else alitok.AliTokConfig(entry.dim, entry.depth)
+    overrides = {k: getattr(entry, k) for k in ("dim", "depth", "heads") if getattr(entry, k) is not None}
+    return alitok.load_alitok(entry.checkpoint, dataclasses.replace(base, **overrides), entry.tokenizer)
+
+
+FAMILIES: dict[str, Callable[[ModelEntry], ARModel]] = {
+    "digits": lambda entry: load_digits_ar(entry.checkpoint),
+    "alitok": _load_alitok,
 }
+FAMILY_SIZES: dict[str, dict] = {"alitok": alitok.SIZES}
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def load_model(entry: ModelEntry) -> ARModel:
     """Build the family's model from its checkpoint, in eval mode, on the entry's device and dtype."""
-    model = FAMILIES[entry.family](entry.checkpoint)
+    model = FAMILIES[entry.family](entry)
     return model.to(device=entry.device, dtype=DTYPES[entry.dtype]).eval()

@@ -1,0 +1,153 @@
+"""AliTok on small random-weight models of the official architecture, against the upstream facts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from softcfg.config import parse_method
+from softcfg.models.alitok import (
+    SIZES,
+    AliTok,
+    AliTokConfig,
+    AliTokDecoder,
+    AliTokGenerator,
+    alitok_rope_table,
+    load_alitok,
+    load_alitok_decoder,
+    unpatchify,
+)
+from softcfg.sampling.next_token import generate
+from softcfg.sampling.replay import replay
+
+TINY = AliTokConfig(dim=64, depth=2, heads=4)
+
+
+def official_keys(dim: int, depth: int, ffn: int, heads: int = 16) -> dict[str, tuple[int, ...]]:
+    """The key layout of alitok_*.bin, written out from the upstream notes."""
+    keys = {
+        "embeddings.weight": (5098, dim),
+        "norm.weight": (dim,),
+        "output.weight": (4096, dim),
+        "output.bias": (4096,),
+    }
+    hd = dim // heads
+    for i in range(depth):
+        b = f"blocks.{i}."
+        keys |= {
+            b + "norm1.weight": (dim,), b + "norm2.weight": (dim,),
+            b + "attn.qkv.weight": (3 * dim, dim), b + "attn.qkv.bias": (3 * dim,),
+            b + "attn.q_norm.weight": (hd,), b + "attn.k_norm.weight": (hd,),
+            b + "attn.proj.weight": (dim, dim), b + "attn.proj.bias": (dim,),
+            b + "mlp.w1.weight": (ffn, dim), b + "mlp.w3.weight": (ffn, dim), b + "mlp.w2.weight": (dim, ffn),
+        }  # fmt: skip
+    return keys
+
+
+@pytest.mark.parametrize(("size", "ffn"), [("B", 2048), ("L", 2816), ("XL", 3584)])
+def test_official_sizes_have_the_official_layout(size, ffn):
+    with torch.device("meta"):
+        gen = AliTokGenerator(SIZES[size])
+    got = {k: tuple(v.shape) for k, v in gen.state_dict().items()}
+    assert got == official_keys(SIZES[size].dim, SIZES[size].depth, ffn)
+
+
+def test_tiny_layout_and_strict_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = AliTok(TINY)
+    state = model.generator.state_dict()
+    assert {k: tuple(v.shape) for k, v in state.items()} == official_keys(64, 2, 256, heads=4)
+    torch.save(state, tmp_path / "alitok_tiny.bin")
+    loaded = load_alitok(tmp_path / "alitok_tiny.bin", TINY)
+    for k, v in loaded.generator.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    state["blocks.0.attn.q_norm.weights"] = state.pop("blocks.0.attn.q_norm.weight")
+    torch.save(state, tmp_path / "bad.bin")
+    with pytest.raises(ValueError, match=r"missing keys \['blocks.0.attn.q_norm.weight'\]"):
+        load_alitok(tmp_path / "bad.bin", TINY)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        load_alitok(tmp_path / "alitok_tiny.bin", AliTokConfig(dim=128, depth=2, heads=4))
+
+
+def test_rope_table_matches_the_upstream_formulas():
+    hd = 16
+    table = alitok_rope_table(hd)
+    assert table.shape == (274, hd // 2, 2) and table[0].abs().sum() == 0  # class slot: q, k zeroed
+    for pos in (0, 5, 16):  # rows 1..17: 1D positions 0..16, f_j = 10000^(-2j/hd)
+        for j in range(hd // 2):
+            angle = pos * 10000 ** (-2 * j / hd)
+            assert table[1 + pos, j].tolist() == pytest.approx([math.cos(angle), math.sin(angle)], abs=1e-6)
+    r, c = 3, 11  # grid cell -> row 18 + 16 r + c, angles (17 + r) f and (17 + c) f, f_j = 10000^(-2j/(hd/2))
+    for j in range(hd // 4):
+        f = 10000 ** (-2 * j / (hd // 2))
+        assert table[18 + 16 * r + c, j].tolist() == pytest.approx(
+            [math.cos((17 + r) * f), math.sin((17 + r) * f)], abs=1e-5
+        )
+        assert table[18 + 16 * r + c, hd // 4 + j].tolist() == pytest.approx(
+            [math.cos((17 + c) * f), math.sin((17 + c) * f)], abs=1e-5
+        )
+
+
+def _tokens(batch=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 4096, (batch, 273), generator=g), torch.tensor([3, 999, 0])[:batch]
+
+
+def test_cached_decode_equals_full_forward_and_class_ids():
+    torch.manual_seed(0)
+    model = AliTok(TINY).eval()
+    tokens, labels = _tokens()
+    with torch.no_grad():
+        full = model(labels, tokens)
+    out = replay(model, parse_method({"name": "none"}), labels, tokens)
+    np.testing.assert_allclose(out["cond"], full.numpy(), rtol=1e-4, atol=1e-4)
+    assert model._class_ids(torch.tensor([0, 999, model.null_class])).tolist() == [4097, 5096, 5097]
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        {"name": "none"},
+        {"name": "cfg", "gamma": 13.0, "k": 1.4},
+        {"name": "softcfg", "gamma": 13.0, "k": 1.4, "step_norm": False, "confidence": "cond_sampled"},
+        {"name": "softcfg", "gamma": 13.0, "k": 1.4, "target": "k"},
+        {"name": "softcfg", "gamma": 13.0, "k": 1.4, "target": "kv"},
+    ],
+)
+def test_every_guidance_method_runs(method):
+    torch.manual_seed(0)
+    model = AliTok(TINY).eval()
+    tokens = generate(model, torch.tensor([1, 2]), parse_method(method), torch.Generator().manual_seed(0))
+    assert tokens.shape == (2, 273) and tokens.min() >= 0 and tokens.max() < 4096
+
+
+def test_unpatchify_matches_the_index_formula():
+    x = torch.randn(2, 16 * 16 * 3, 2, 3)
+    out = unpatchify(x)
+    assert out.shape == (2, 3, 32, 48)
+    for b, c, h, w, p1, p2 in [(0, 0, 0, 0, 0, 0), (1, 2, 1, 2, 15, 3), (0, 1, 1, 0, 7, 9)]:
+        assert out[b, c, h * 16 + p1, w * 16 + p2] == x[b, (p1 * 16 + p2) * 3 + c, h, w]
+
+
+def test_decoder_loads_from_a_full_tokenizer_checkpoint_and_decodes_uint8(tmp_path):
+    torch.manual_seed(0)
+    decoder = AliTokDecoder(width=64, layers=2)
+    state = {**decoder.state_dict(), "encoder.patch_embed.weight": torch.zeros(8, 3, 16, 16),
+             "latent_tokens": torch.zeros(273, 8)}  # fmt: skip
+    torch.save(state, tmp_path / "AliTok.pth")
+    loaded = load_alitok_decoder(tmp_path / "AliTok.pth")
+    model = AliTok(TINY, loaded).eval()
+    images = model.decode_images(_tokens(2)[0])
+    assert images.dtype == torch.uint8 and images.shape == (2, 256, 256, 3)
+    del state["decoder.ln_post.bias"]
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match=r"decoder\.ln_post\.bias"):
+        load_alitok_decoder(tmp_path / "bad.pth")
+
+
+def test_without_tokenizer_decoding_is_a_clear_error():
+    with pytest.raises(ValueError, match="tokenizer"):
+        AliTok(TINY).decode_images(torch.zeros(1, 273, dtype=torch.long))
