@@ -151,3 +151,20 @@ def test_decoder_loads_from_a_full_tokenizer_checkpoint_and_decodes_uint8(tmp_pa
 def test_without_tokenizer_decoding_is_a_clear_error():
     with pytest.raises(ValueError, match="tokenizer"):
         AliTok(TINY).decode_images(torch.zeros(1, 273, dtype=torch.long))
+
+
+@pytest.mark.parametrize("target", ["v", "kv"])
+def test_softcfg_equals_the_authors_in_place_cache_scaling(target):
+    from test_sampler import _authors_in_place_replay
+
+    torch.manual_seed(0)
+    model = AliTok(TINY).eval()
+    with torch.no_grad():
+        model.generator.output.weight.mul_(40.0)  # peaked distributions: weights far from 1
+    tokens, labels = _tokens(2, seed=1)
+    method = parse_method({"name": "softcfg", "gamma": 4.0, "k": 1.0, "target": target})
+    ours = replay(model, method, labels, tokens)
+    with torch.inference_mode():
+        _, guided = _authors_in_place_replay(model, labels, tokens, method)
+    np.testing.assert_allclose(ours["guided"], guided.numpy(), rtol=1e-4, atol=1e-4)
+    assert ours["weights"][:, 3, 1:3].max() < 0.9  # two visible tokens share the unit budget
