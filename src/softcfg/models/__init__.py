@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from softcfg.models import alitok
+from softcfg.models import alitok, rar
 from softcfg.models.base import ARModel
 from softcfg.models.digits import load_digits_ar
 
@@ -22,11 +22,20 @@ def _load_alitok(entry: ModelEntry) -> ARModel:
     return alitok.load_alitok(entry.checkpoint, dataclasses.replace(base, **overrides), entry.tokenizer)
 
 
+def _load_rar(entry: ModelEntry) -> ARModel:
+    if entry.size is None and entry.heads is None:
+        raise ValueError("rar: give size (B, L, XL, XXL) or dim, depth and heads")
+    base = rar.SIZES[entry.size] if entry.size else rar.RARConfig(entry.dim, entry.depth, 4 * entry.dim)
+    overrides = {k: getattr(entry, k) for k in ("dim", "depth", "heads") if getattr(entry, k) is not None}
+    return rar.load_rar(entry.checkpoint, dataclasses.replace(base, **overrides), entry.tokenizer)
+
+
 FAMILIES: dict[str, Callable[[ModelEntry], ARModel]] = {
     "digits": lambda entry: load_digits_ar(entry.checkpoint),
     "alitok": _load_alitok,
+    "rar": _load_rar,
 }
-FAMILY_SIZES: dict[str, dict] = {"alitok": alitok.SIZES}
+FAMILY_SIZES: dict[str, dict] = {"alitok": alitok.SIZES, "rar": rar.SIZES}
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

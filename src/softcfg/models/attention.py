@@ -34,6 +34,7 @@ class KVCache:
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.length = 0
+        self.context: dict[str, Tensor] = {}  # per-row state a family keeps from prefill (e.g. RAR's class)
 
     @property
     def max_len(self) -> int:
