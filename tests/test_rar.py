@@ -22,13 +22,15 @@ def official_keys(c: RARConfig) -> dict[str, tuple[int, ...]]:
     keys = {
         "cls_token": (1, 1, d), "embeddings.weight": (2026, d), "pos_embed": (1, 1280, d),
         "target_aware_pos_embed": (1, 1280, d), "timesteps_embeddings": (1, 356, d),
-        "adaln_before_head.adaLN_modulation.1.weight": (2 * d, d), "adaln_before_head.adaLN_modulation.1.bias": (2 * d,),
+        "adaln_before_head.adaLN_modulation.1.weight": (2 * d, d),
+        "adaln_before_head.adaLN_modulation.1.bias": (2 * d,),
         "lm_head.weight": (1024, d), "lm_head.bias": (1024,),
     }  # fmt: skip
     for i in range(c.depth):
         b = f"blocks.{i}."
         keys |= {
-            b + "norm1.weight": (d,), b + "norm1.bias": (d,), b + "norm2.weight": (d,), b + "norm2.bias": (d,),
+            b + "norm1.weight": (d,), b + "norm1.bias": (d,),
+            b + "norm2.weight": (d,), b + "norm2.bias": (d,),
             b + "attn.qkv.weight": (3 * d, d), b + "attn.qkv.bias": (3 * d,),
             b + "attn.q_norm.weight": (hd,), b + "attn.q_norm.bias": (hd,),
             b + "attn.k_norm.weight": (hd,), b + "attn.k_norm.bias": (hd,),
