@@ -1,12 +1,14 @@
 """Sampler throughput per guidance method, measured interleaved in one run.
 
-A random class-conditional GPT shaped like a small AliTok (hidden 256, depth 4, heads 4, 273 tokens,
-vocabulary 4096) samples batches of 8 with none / CFG / SoftCFG / SoftCFG + step norm in turn, round
+A random model shaped like a small AliTok (hidden 256, depth 4, heads 4, 273 tokens, vocabulary 4096),
+either the AliTok adapter itself (``--family alitok``, the default) or the plain GPT (``--family gpt``),
+samples batches of 8 with none / CFG / SoftCFG / SoftCFG + step norm in turn, round
 after round (the order reversed every round), so drifts in machine speed hit every method alike. Prints
 tokens/s per method (median over rounds), the quartiles of the per-round ratios (the machine's noise) and,
 last, the median per-round time ratio of SoftCFG + step norm to CFG.
 
-    python benchmarks/sampler_speed.py [--rounds 20] [--threads N] [--device cpu] [--diagnostics]
+    python benchmarks/sampler_speed.py [--family alitok|gpt] [--size XL] [--dtype bf16] [--rounds 20]
+        [--threads N] [--device cpu|cuda] [--diagnostics]
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import time
 import torch
 
 from softcfg.config import parse_method
+from softcfg.models import DTYPES
+from softcfg.models.alitok import SIZES, AliTok, AliTokConfig
 from softcfg.models.gpt import ClassConditionalGPT, GPTConfig
 from softcfg.sampling.diagnostics import StepDiagnostics
 from softcfg.sampling.next_token import generate
@@ -39,21 +43,28 @@ def main() -> None:
         "--diagnostics", action="store_true", help="also time SoftCFG + step norm with diagnostics"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--family", choices=["alitok", "gpt"], default="alitok")
+    parser.add_argument("--size", choices=sorted(SIZES), default=None, help="an official AliTok size instead")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
-    config = GPTConfig(
-        vocab_size=4096, num_tokens=273, num_classes=1000, dim=256, depth=4, heads=4, dropout=0.0
-    )
-    model = ClassConditionalGPT(config).to(args.device).eval()
-    labels = torch.arange(args.batch, device=args.device) % config.num_classes
+    if args.family == "gpt":
+        config = GPTConfig(
+            vocab_size=4096, num_tokens=273, num_classes=1000, dim=256, depth=4, heads=4, dropout=0
+        )
+        model = ClassConditionalGPT(config)
+    else:
+        model = AliTok(SIZES[args.size] if args.size else AliTokConfig(dim=256, depth=4, heads=4))
+    model = model.to(device=args.device, dtype=DTYPES[args.dtype]).eval()
+    labels = torch.arange(args.batch, device=args.device) % model.num_classes
     methods = {name: parse_method(m) for name, m in METHODS.items()}
     observers = {name: () for name in methods}
     if args.diagnostics:
         methods["softcfg+stepnorm+diag"] = methods["softcfg+stepnorm"]
-        observers["softcfg+stepnorm+diag"] = (StepDiagnostics(config.num_tokens, args.device),)
+        observers["softcfg+stepnorm+diag"] = (StepDiagnostics(model.num_tokens, args.device),)
 
     def run(name: str) -> float:
         generator = torch.Generator(device=args.device).manual_seed(0)
@@ -74,9 +85,10 @@ def main() -> None:
             times[name].append(run(name))
         order.reverse()
 
-    tokens = args.batch * config.num_tokens
+    tokens = args.batch * model.num_tokens
     print(
-        f"device {args.device}, threads {torch.get_num_threads()}, batch {args.batch}, rounds {args.rounds}"
+        f"model {args.family} {args.size or 'small'} {args.dtype}, device {args.device}, "
+        f"threads {torch.get_num_threads()}, batch {args.batch}, rounds {args.rounds}"
     )
     for name, ts in times.items():
         print(f"{name:<24} {tokens / statistics.median(ts):10.1f} tokens/s")

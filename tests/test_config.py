@@ -50,3 +50,12 @@ def test_method_properties():
     cfg = parse_method({"name": "cfg", "gamma": 2.0})
     assert cfg.uses_uncond and not cfg.perturbs_cache
     assert parse_method({"name": "softcfg"}).perturbs_cache
+
+
+def test_presets_fill_the_upstream_defaults():
+    m = parse_method({"name": "softcfg", "preset": "alitok-XL"})
+    assert (m.gamma, m.k, m.temperature) == (13.0, 1.4, 1.0)
+    m = parse_method({"name": "cfg", "preset": "rar-L", "gamma": 3.0})
+    assert (m.gamma, m.k, m.temperature) == (3.0, 2.5, 1.02)
+    with pytest.raises(ConfigError, match="method.preset: unknown 'alitok-S'"):
+        parse_method({"name": "cfg", "preset": "alitok-S"})

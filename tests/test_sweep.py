@@ -100,3 +100,10 @@ def test_default_config_and_schema_agree():
     for bad in (_bad("grid.gamma", [-1.0]), _bad("sampling.shard_size", 0), _bad("methods.cfg.name", "pag")):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
+
+
+def test_a_preset_method_is_one_run_at_the_preset_setting():
+    config = copy.deepcopy(BASE)
+    config["methods"] = {"xl": {"name": "softcfg", "preset": "alitok-XL"}}
+    (run,) = [r for r in load_sweep(config).runs.values() if r.config.sampling.seed == 0]
+    assert run.id == "digits-xl-g13-k1.4-s0" and run.config.method.temperature == 1.0

@@ -183,6 +183,8 @@ def _require(ok: bool, message: str) -> None:
 
 
 def parse_method(data: Any, where: str = "method") -> MethodEntry:
+    if isinstance(data, dict) and "preset" in data:
+        data = apply_preset(data, where)
     m = _build(MethodEntry, data, where)
     _require(m.name in METHODS, f"{where}.name: unknown method {m.name!r} (expected one of {METHODS})")
     given = set(data)
@@ -214,6 +216,17 @@ def parse_method(data: Any, where: str = "method") -> MethodEntry:
     _require(0 <= m.floor <= 1, f"{where}.floor must be in [0, 1], got {m.floor}")
     _require(m.eps > 0, f"{where}.eps must be > 0, got {m.eps}")
     return m
+
+
+def apply_preset(data: dict, where: str) -> dict:
+    """``preset: alitok-XL`` fills gamma, k and temperature with the upstream defaults; given keys win."""
+    from softcfg.models import PRESETS
+
+    data = dict(data)
+    name = data.pop("preset")
+    _require(name in PRESETS, f"{where}.preset: unknown {name!r} (expected one of {sorted(PRESETS)})")
+    _require(data.get("name") != "none", f"{where}.preset: method 'none' runs no guidance")
+    return {**PRESETS[name], **data}
 
 
 def parse_model(data: Any, where: str = "model", check_files: bool = True) -> ModelEntry:

@@ -19,6 +19,7 @@ from softcfg.config import (
     RunConfig,
     RunInfo,
     SamplingEntry,
+    apply_preset,
     parse_method,
     parse_model,
     parse_sampling,
@@ -174,8 +175,9 @@ def load_sweep(config: dict) -> Sweep:
         where = f"methods.{method_name}"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where} must be a mapping")
-        entry = dict(entry)
+        entry = apply_preset(entry, where) if "preset" in entry else dict(entry)
         axes = {"gamma": entry.pop("gamma", None), "k": entry.pop("k", None)}
+        axes = {axis: [v] if isinstance(v, int | float) else v for axis, v in axes.items()}  # from a preset
         for axis, values in axes.items():
             if values is not None:
                 _list({axis: values}, axis, where, float)

@@ -37,6 +37,13 @@ FAMILIES: dict[str, Callable[[ModelEntry], ARModel]] = {
 }
 FAMILY_SIZES: dict[str, dict] = {"alitok": alitok.SIZES, "rar": rar.SIZES}
 
+# Upstream sampling defaults per family and size, usable as ``preset:`` in a method entry.
+PRESETS: dict[str, dict[str, float]] = {
+    f"{family}-{size}": {k: v for k, v in preset.items() if k in ("gamma", "k", "temperature")}
+    for family, module in (("alitok", alitok), ("rar", rar))
+    for size, preset in module.PRESETS.items()
+}
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
