@@ -57,5 +57,5 @@ def test_presets_fill_the_upstream_defaults():
     assert (m.gamma, m.k, m.temperature) == (13.0, 1.4, 1.0)
     m = parse_method({"name": "cfg", "preset": "rar-L", "gamma": 3.0})
     assert (m.gamma, m.k, m.temperature) == (3.0, 2.5, 1.02)
-    with pytest.raises(ConfigError, match="method.preset: unknown 'alitok-S'"):
+    with pytest.raises(ConfigError, match=r"method\.preset: unknown 'alitok-S'"):
         parse_method({"name": "cfg", "preset": "alitok-S"})
