@@ -168,3 +168,28 @@ def test_softcfg_equals_the_authors_in_place_cache_scaling(target):
         _, guided = _authors_in_place_replay(model, labels, tokens, method)
     np.testing.assert_allclose(ours["guided"], guided.numpy(), rtol=1e-4, atol=1e-4)
     assert ours["weights"][:, 3, 1:3].max() < 0.9  # two visible tokens share the unit budget
+
+
+def test_bf16_model_entry_samples_and_keeps_rope_in_float32(tmp_path):
+    from softcfg.config import parse_model
+    from softcfg.models import load_model
+
+    torch.manual_seed(0)
+    torch.save(AliTok(TINY).generator.state_dict(), tmp_path / "g.bin")
+    entry = parse_model(
+        {
+            "family": "alitok",
+            "checkpoint": str(tmp_path / "g.bin"),
+            "dim": 64,
+            "depth": 2,
+            "heads": 4,
+            "dtype": "bf16",
+        }
+    )
+    model = load_model(entry)
+    assert (
+        model.generator.output.weight.dtype == torch.bfloat16 and model.generator.rope.dtype == torch.float32
+    )
+    method = parse_method({"name": "softcfg", "gamma": 3.0, "k": 1.0})
+    tokens = generate(model, torch.tensor([0, 1]), method, torch.Generator().manual_seed(0))
+    assert tokens.shape == (2, 273) and tokens.max() < 4096
