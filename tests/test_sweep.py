@@ -107,3 +107,11 @@ def test_a_preset_method_is_one_run_at_the_preset_setting():
     config["methods"] = {"xl": {"name": "softcfg", "preset": "alitok-XL"}}
     (run,) = [r for r in load_sweep(config).runs.values() if r.config.sampling.seed == 0]
     assert run.id == "digits-xl-g13-k1.4-s0" and run.config.method.temperature == 1.0
+
+
+def test_families_the_metrics_cannot_score_are_refused_up_front(tmp_path):
+    (tmp_path / "a.bin").write_bytes(b"")
+    config = copy.deepcopy(BASE)
+    config["models"]["big"] = {"family": "alitok", "size": "XL", "checkpoint": str(tmp_path / "a.bin")}
+    with pytest.raises(ConfigError, match=r"models\.big\.family: the workflow's metrics"):
+        load_sweep(config)

@@ -30,6 +30,7 @@ METRICS = ("fid", "isc", "kid", "prc")
 TABLES = ("ablation", "target")
 FIGURES = ("fid_vs_gamma", "entropy", "samples")
 TRAINABLE_FAMILIES = ("digits",)
+SCORED_FAMILIES = ("digits",)
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,11 @@ def load_sweep(config: dict) -> Sweep:
             entry["checkpoint"] = str(layout.generator_checkpoint(results, name))
             trained[name] = train_seed
         models[name] = parse_model(entry, where, check_files=not train)
+        if models[name].family not in SCORED_FAMILIES:
+            raise ConfigError(
+                f"{where}.family: the workflow's metrics (digits classifier) score only {SCORED_FAMILIES}; "
+                f"sample {models[name].family!r} models with `softcfg sample` until Inception metrics land"
+            )
 
     grid = _mapping(config, "grid")
     unknown = sorted(set(grid) - {"gamma", "k"})
