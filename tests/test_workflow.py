@@ -193,3 +193,9 @@ def test_html_report_holds_the_figures_and_tables(finished):
     html = (finished / "report.html").read_text(errors="replace")
     for name in ("fid_vs_gamma.png", "entropy.png", "samples.png", "ablation.md", "target.md"):
         assert name in html, name
+
+
+def test_tables_show_whole_seed_counts(finished):
+    lines = (finished / "results" / "tables" / "ablation.md").read_text().splitlines()
+    assert len(lines) == 2 + 4 + 3  # header, rule, 4 methods at the focus, 3 "+opt" rows
+    assert all(line.rstrip(" |").endswith("| 1") for line in lines[2:])

@@ -52,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         training = ARTraining() if args.steps is None else ARTraining(steps=args.steps)
         model, report = train_digits_ar(split, DigitsARConfig(), training, args.seed)
         with atomic_path(args.generator) as tmp:
-            save_digits_ar(model, tmp, {"train_report": report, "seed": args.seed})
+            save_digits_ar(model, tmp, {"seed": args.seed})  # timings stay out: same seed, same bytes
         atomic_write_text(Path(args.generator).with_suffix(".json"), json.dumps(report, indent=2) + "\n")
         print(
             f"generator: train loss {report['train_loss']:.4f}, held-out loss {report['heldout_loss']:.4f} "
@@ -61,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.classifier:
         classifier, report = train_digits_classifier(split, args.seed)
         with atomic_path(args.classifier) as tmp:
-            save_digits_classifier(classifier, tmp, {"train_report": report, "seed": args.seed})
+            save_digits_classifier(classifier, tmp, {"seed": args.seed})
         atomic_write_text(Path(args.classifier).with_suffix(".json"), json.dumps(report, indent=2) + "\n")
         print(f"classifier: held-out accuracy {report['heldout_accuracy']:.4f}")
 

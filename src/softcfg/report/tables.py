@@ -71,7 +71,7 @@ def _cells(frame: pd.DataFrame, lead: list[str]) -> tuple[list[str], list[list[s
                 num(r["gamma"], 2),
                 num(r["k"], 2),
                 *(num(r[c]) for c in metrics),
-                str(r["seeds"]),
+                str(int(r["seeds"])),
             ]
         )
     return header, rows
