@@ -1,7 +1,10 @@
-# One RUN.yaml per run (rewritten when the sweep changes that run), then one job per (run, shard).
+# One RUN.yaml per run (rewritten when the sweep or the run's checkpoint changes), then one job per
+# (run, shard). The sample rule has no input function: it is the DAG's most numerous job.
 
 
 rule run_config:
+    input:
+        checkpoint=lambda wc: RUNS[wc.run].config.model.checkpoint,
     output:
         layout.run_config(RESULTS, "{run}"),
     log:
@@ -17,8 +20,7 @@ rule run_config:
 
 rule sample:
     input:
-        config=layout.run_config(RESULTS, "{run}"),
-        checkpoint=lambda wc: RUNS[wc.run].config.model.checkpoint,
+        layout.run_config(RESULTS, "{run}"),
     output:
         npz=RESULTS / "samples" / "{run}" / "shard_{shard}.npz",
         manifest=RESULTS / "samples" / "{run}" / "shard_{shard}.json",
@@ -32,7 +34,7 @@ rule sample:
     conda:
         "../envs/sample.yaml"
     shell:
-        "softcfg sample --config {input.config} --shard {wildcards.shard} --out {output.npz}"
+        "softcfg sample --config {input} --shard {wildcards.shard} --out {output.npz}"
         " --threads {threads} --no-progress > {log} 2>&1"
 
 

@@ -150,9 +150,10 @@ def cmd_reference(args: argparse.Namespace) -> None:
 
 
 def cmd_features(args: argparse.Namespace) -> None:
-    from softcfg.io.atomic import sha256_file
     from softcfg.io.shards import read_shard, write_npz
     from softcfg.metrics.digits_extractor import EXTRACTOR, extract_features
+    from softcfg.models.base import weights_sha256
+    from softcfg.models.digits_classifier import load_digits_classifier
 
     _check_inputs([args.classifier, *args.inputs], "features")
     _set_threads(args.threads)
@@ -160,7 +161,8 @@ def cmd_features(args: argparse.Namespace) -> None:
     images = np.concatenate([s[0] for s in shards])
     labels = np.concatenate([s[1] for s in shards])
     feats = extract_features(images, args.classifier)
-    meta = {"extractor": EXTRACTOR, "extractor_sha256": sha256_file(args.classifier)}
+    weights = weights_sha256(load_digits_classifier(args.classifier).state_dict())
+    meta = {"extractor": EXTRACTOR, "extractor_sha256": weights}
     write_npz(args.out, {**feats, "labels": labels, "meta": np.array(json.dumps(meta))})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -73,6 +74,17 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, Tensor], source: s
     if problems:
         raise ValueError(f"checkpoint {source} does not match the model: " + "; ".join(problems))
     model.load_state_dict(state, strict=True)
+
+
+def weights_sha256(state: dict[str, Tensor]) -> str:
+    """Checksum of the weights themselves (names, dtypes, shapes, values), not of a file's bytes:
+    ``torch.save`` writes a fresh serialization id into every file."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | Path) -> dict:
