@@ -86,6 +86,22 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
+def attend(
+    q: Tensor, k: Tensor, v: Tensor, layer: int, cache: KVCache | None, slot_weights: SlotWeights | None
+) -> Tensor:
+    """The attention every family calls: store ``k, v`` in the cache (when given), then attend.
+
+    A single query (a decode step) goes through ``decode_attention`` with the SoftCFG weights; several
+    queries (prefill, a full forward) through causal attention, where no slot is weighted.
+    """
+    if cache is not None:
+        k, v = cache.write(layer, k, v)
+    if q.shape[2] == 1:
+        return decode_attention(q, k, v, slot_weights)
+    assert slot_weights is None, "slot weights apply to single-token decode steps only"
+    return causal_attention(q, k, v)
+
+
 def _softmax(scores: Tensor) -> Tensor:
     """Softmax in at least float32, so bf16/fp16 models keep exact-enough attention probabilities."""
     return torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from softcfg.models.attention import KVCache, SlotWeights, causal_attention, decode_attention
+from softcfg.models.attention import KVCache, SlotWeights, attend
 from softcfg.models.base import ARModel
 
 
@@ -43,13 +43,7 @@ class Block(nn.Module):
         n, length, dim = x.shape
         # q, k, v: [N, H, L, hd]
         q, k, v = self.qkv(self.norm1(x)).view(n, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        if cache is not None:
-            k, v = cache.write(layer, k, v)
-        if length == 1:
-            attn = decode_attention(q, k, v, slot_weights)
-        else:
-            assert slot_weights is None, "slot weights apply to single-token decode steps only"
-            attn = causal_attention(q, k, v)
+        attn = attend(q, k, v, layer, cache, slot_weights)
         x = x + self.drop(self.proj(attn.transpose(1, 2).reshape(n, length, dim)))
         return x + self.drop(self.mlp(self.norm2(x)))
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from softcfg.models.attention import KVCache, SlotWeights, causal_attention, decode_attention
+from softcfg.models.attention import KVCache, SlotWeights, attend
 from softcfg.models.base import ARModel, load_state_dict_strict, read_checkpoint
 from softcfg.models.maskgit_vq import MaskGitDecoder, load_maskgit_decoder
 
@@ -68,13 +68,7 @@ class Attention(nn.Module):
         n, length, dim = x.shape
         q, k, v = self.qkv(x).view(n, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # [N, H, L, hd]
         q, k = self.q_norm(q), self.k_norm(k)
-        if cache is not None:
-            k, v = cache.write(layer, k, v)
-        if length == 1:
-            out = decode_attention(q, k, v, slot_weights)
-        else:
-            assert slot_weights is None, "slot weights apply to single-token decode steps only"
-            out = causal_attention(q, k, v)
+        out = attend(q, k, v, layer, cache, slot_weights)
         return self.proj(out.transpose(1, 2).reshape(n, length, dim))
 
 
