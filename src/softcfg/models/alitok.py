@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from softcfg.models.attention import KVCache, SlotWeights, attend
-from softcfg.models.base import ARModel, load_state_dict_strict, read_checkpoint
+from softcfg.models.base import ARModel, images_to_uint8, load_state_dict_strict, read_checkpoint
 from softcfg.models.layers import RMSNorm, SwiGLU, apply_rope, rope_1d, rope_2d
 
 CODEBOOK = 4096
@@ -146,11 +146,6 @@ def unpatchify(x: Tensor, patch: int = GRID) -> Tensor:
     return x.view(n, patch, patch, 3, h, w).permute(0, 3, 4, 1, 5, 2).reshape(n, 3, h * patch, w * patch)
 
 
-def to_uint8(images: Tensor) -> Tensor:
-    """[N, 3, H, W] in [0, 1] -> uint8 [N, H, W, 3]: clamp, x255, truncating cast (the upstream scripts)."""
-    return (images.float().clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-
-
 class AliTokGenerator(nn.Module):
     """The generator with the official key layout (``alitok_*.bin``)."""
 
@@ -198,7 +193,7 @@ class AliTok(ARModel):
 
     def new_cache(self, batch: int) -> KVCache:
         c, p = self.generator.config, self.generator.output.weight
-        return KVCache(c.depth, batch, c.heads, self.num_tokens, c.dim // c.heads, p.dtype, p.device)
+        return KVCache(c.depth, batch, c.heads, self.num_slots, c.dim // c.heads, p.dtype, p.device)
 
     def prefill(self, labels: Tensor, cache: KVCache) -> Tensor:
         return self.generator(self._class_ids(labels)[:, None], 0, cache)[:, -1]
@@ -217,7 +212,7 @@ class AliTok(ARModel):
             raise ValueError(
                 "alitok: decoding tokens to images needs the model entry's tokenizer (AliTok.pth)"
             )
-        return to_uint8(self.tokenizer(tokens))
+        return images_to_uint8(self.tokenizer(tokens))
 
 
 def load_alitok_decoder(path: str | Path) -> AliTokDecoder:

@@ -117,11 +117,11 @@ def decode_attention(q: Tensor, k: Tensor, v: Tensor, slot_weights: SlotWeights 
     scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # [N, H, 1, S]
     if slot_weights is None:
         return _softmax(scores).to(v.dtype) @ v
-    w = slot_weights.weights[:, None, None, :].to(scores.dtype)  # [B_u, 1, 1, S]
+    w = slot_weights.weights[:, None, None, :].to(v.dtype)  # [B_u, 1, 1, S]
     first_uncond = scores.shape[0] - w.shape[0]
     if slot_weights.on_keys:
         scores[first_uncond:] *= w
     probs = _softmax(scores).to(v.dtype)
     if slot_weights.on_values:
-        probs[first_uncond:] *= w.to(probs.dtype)
+        probs[first_uncond:] *= w
     return probs @ v

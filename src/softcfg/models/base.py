@@ -24,6 +24,11 @@ class ARModel(nn.Module):
     null_class: int
     prefix_len: int
 
+    @property
+    def num_slots(self) -> int:
+        """Cache slots a sequence needs: the prefix and every image token but the last (never fed)."""
+        return self.prefix_len + self.num_tokens - 1
+
     def prediction_slot(self, token_index: int) -> int:
         """Cache slot whose output predicted image token ``token_index`` (slot(0) is the last prefix slot)."""
         return self.prefix_len - 1 + token_index
@@ -52,6 +57,11 @@ class ARModel(nn.Module):
     def decode_images(self, tokens: Tensor) -> Tensor:
         """Tokens [N, T] to uint8 images [N, H, W, 3] with the family's official post-processing."""
         raise NotImplementedError
+
+
+def images_to_uint8(images: Tensor) -> Tensor:
+    """[N, 3, H, W] in [0, 1] -> uint8 [N, H, W, 3]: clamp, x255, truncating cast (the upstream scripts)."""
+    return (images.float().clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def load_state_dict_strict(model: nn.Module, state: dict[str, Tensor], source: str | Path) -> None:

@@ -59,8 +59,7 @@ class ClassConditionalGPT(ARModel):
         dim = config.dim
         self.class_embedding = nn.Embedding(config.num_classes + 1, dim)
         self.token_embedding = nn.Embedding(config.vocab_size, dim)
-        self.max_slots = self.prefix_len + config.num_tokens - 1
-        self.position_embedding = nn.Parameter(torch.randn(self.max_slots, dim) * 0.02)
+        self.position_embedding = nn.Parameter(torch.randn(self.num_slots, dim) * 0.02)
         self.blocks = nn.ModuleList(Block(dim, config.heads, config.dropout) for _ in range(config.depth))
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, config.vocab_size)
@@ -78,7 +77,7 @@ class ClassConditionalGPT(ARModel):
     def new_cache(self, batch: int) -> KVCache:
         p = next(self.parameters())
         c = self.config
-        return KVCache(c.depth, batch, c.heads, self.max_slots, c.dim // c.heads, p.dtype, p.device)
+        return KVCache(c.depth, batch, c.heads, self.num_slots, c.dim // c.heads, p.dtype, p.device)
 
     def prefill(self, labels: Tensor, cache: KVCache) -> Tensor:
         return self._run(self.class_embedding(labels)[:, None], 0, cache)[:, -1]

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from softcfg.models.attention import KVCache, SlotWeights, attend
-from softcfg.models.base import ARModel, load_state_dict_strict, read_checkpoint
+from softcfg.models.base import ARModel, images_to_uint8, load_state_dict_strict, read_checkpoint
 from softcfg.models.maskgit_vq import MaskGitDecoder, load_maskgit_decoder
 
 CODEBOOK = 1024
@@ -162,8 +162,7 @@ class RAR(ARModel):
 
     def new_cache(self, batch: int) -> KVCache:
         c, p = self.generator.config, self.generator.lm_head.weight
-        slots = self.prefix_len + self.num_tokens - 1
-        return KVCache(c.depth, batch, c.heads, slots, c.dim // c.heads, p.dtype, p.device)
+        return KVCache(c.depth, batch, c.heads, self.num_slots, c.dim // c.heads, p.dtype, p.device)
 
     def prefill(self, labels: Tensor, cache: KVCache) -> Tensor:
         class_emb = self._class_embedding(labels)
@@ -189,8 +188,7 @@ class RAR(ARModel):
     def decode_images(self, tokens: Tensor) -> Tensor:
         if self.tokenizer is None:
             raise ValueError("rar: decoding tokens to images needs the model entry's tokenizer (MaskGIT-VQ)")
-        images = self.tokenizer(tokens)  # [N, 3, 256, 256] in [0, 1]
-        return (images.float() * 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        return images_to_uint8(self.tokenizer(tokens))
 
 
 def load_rar(checkpoint: str | Path, config: RARConfig, tokenizer: str | Path | None = None) -> RAR:

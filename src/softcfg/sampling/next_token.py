@@ -37,8 +37,7 @@ class SoftCFGState:
         self.q = torch.zeros(batch, model.num_tokens, device=device)  # q[:, i]: confidence of token i
         self.first_slot = model.prediction_slot(1)
         self.model = model
-        max_slots = model.prediction_slot(model.num_tokens - 1) + 1
-        self.slots = torch.ones(batch, max_slots, device=device)  # weight per cache slot, 1 by default
+        self.slots = torch.ones(batch, model.num_slots, device=device)  # weight per cache slot, 1 by default
         self.current: Tensor | None = None
 
     def slot_weights(self, step: int) -> SlotWeights:
