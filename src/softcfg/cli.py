@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from softcfg.config import ConfigError, load_run_config, parse_run_config
+from softcfg.metrics import METRICS
 
 
 def _fail(message: str) -> None:
@@ -172,28 +173,171 @@ def _read_features(path: str) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, json.loads(str(arrays.pop("meta")))
 
 
-def cmd_metrics(args: argparse.Namespace) -> None:
-    from softcfg.io.atomic import atomic_write_text
-    from softcfg.metrics.features_to_metrics import class_accuracy, compute_metrics
+def _digits_feature_sets(samples_path: str, reference_path: str):
+    from softcfg.metrics.suite import FeatureSet, class_accuracy
 
-    _check_inputs([args.samples, args.reference], "metrics")
-    run = load_run_config(args.config)
-    samples, meta = _read_features(args.samples)
-    reference, ref_meta = _read_features(args.reference)
+    samples, meta = _read_features(samples_path)
+    reference, ref_meta = _read_features(reference_path)
     if meta["extractor_sha256"] != ref_meta["extractor_sha256"]:
-        _fail(f"{args.samples} and {args.reference} were extracted with different classifier weights")
-    if args.kid_subset_size > min(len(samples["labels"]), len(reference["labels"])):
+        _fail(f"{samples_path} and {reference_path} were extracted with different classifier weights")
+    sets = [FeatureSet(f["features"], f["logits"]) for f in (samples, reference)]
+    extras = {"accuracy": class_accuracy(samples["logits"], samples["labels"])}
+    describe = (
+        f"{meta['extractor']}@{meta['extractor_sha256'][:12]}",
+        f"digits ({len(reference['labels'])} images)",
+    )
+    return sets, extras, describe
+
+
+def _inception_feature_sets(sample_paths: list[str], reference_path: str):
+    from softcfg.metrics.inception_features import reference_feature_set, sample_feature_set
+
+    samples, meta = sample_feature_set(sample_paths)
+    reference, ref_meta = reference_feature_set(reference_path)
+    if meta["weights"]["sha256"] != ref_meta["weights"]["sha256"]:
+        _fail(f"{sample_paths[0]} and {reference_path} were extracted with different Inception weights")
+    if meta["image_size"] != ref_meta["image_size"]:
+        _fail(f"samples are {meta['image_size']} images, the reference {ref_meta['image_size']}")
+    describe = (
+        f"{meta['weights']['source']}@{meta['weights']['sha256'][:12]}",
+        f"{ref_meta['reference']} ({ref_meta['num_images']} images, "
+        f"sha256 {ref_meta['reference_sha256'][:12]})",
+    )
+    return [samples, reference], {}, describe
+
+
+def cmd_metrics(args: argparse.Namespace) -> None:
+    """One run's metrics from its features: the digits classifier's (one file) or Inception's (one file
+    per shard), told apart by the files' own records."""
+    from softcfg.io.atomic import atomic_write_text
+    from softcfg.metrics.inception import EXTRACTOR as INCEPTION
+    from softcfg.metrics.suite import PRSettings, compute_metrics
+
+    _check_inputs([*args.samples, args.reference], "metrics")
+    run = load_run_config(args.config)
+    with np.load(args.samples[0], allow_pickle=False) as data:
+        extractor = json.loads(str(data["meta"])).get("extractor") if "meta" in data.files else None
+    if extractor == INCEPTION:
+        (samples, reference), extras, (source, ref_name) = _inception_feature_sets(
+            args.samples, args.reference
+        )
+    elif len(args.samples) == 1:
+        (samples, reference), extras, (source, ref_name) = _digits_feature_sets(
+            args.samples[0], args.reference
+        )
+    else:
+        _fail(f"--samples: {extractor!r} features come as one file per run, got {len(args.samples)}")
+    n = min(samples.features.shape[0], reference.features.shape[0])
+    if "kid" in args.names and args.kid_subset_size > n:
         _fail(f"--kid-subset-size {args.kid_subset_size} exceeds the number of samples or reference images")
-    values = compute_metrics(samples, reference, tuple(args.names), args.kid_subset_size)
-    values["accuracy"] = class_accuracy(samples["logits"], samples["labels"])
+    pr = PRSettings(float16=args.pr_float16, device=args.device)
+    values = compute_metrics(samples, reference, tuple(args.names), args.kid_subset_size, pr) | extras
     record = {
         "run": run.to_dict(),
         "metrics": values,
-        "num_samples": len(samples["labels"]),
-        "extractor": f"{meta['extractor']}@{meta['extractor_sha256'][:12]}",
-        "reference": f"digits ({len(reference['labels'])} images)",
+        "num_samples": int(samples.features.shape[0]),
+        "extractor": source,
+        "reference": ref_name,
     }
     atomic_write_text(args.out, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def cmd_inception_weights(args: argparse.Namespace) -> None:
+    """Resolve (and if needed convert) the Inception weights once; write them where every job reads them."""
+    import shutil
+
+    from softcfg.io.atomic import atomic_path, atomic_write_text
+    from softcfg.metrics.inception import resolve_weights
+
+    weights = resolve_weights(args.source)
+    with atomic_path(args.out) as tmp:
+        shutil.copyfile(weights.path, tmp)
+    atomic_write_text(Path(args.out).with_suffix(".json"), json.dumps(weights.as_dict(), indent=2) + "\n")
+    print(f"inception weights: {weights.source}, sha256 {weights.sha256[:12]}, IS head: {weights.has_logits}")
+
+
+def _weights(path: str):
+    from softcfg.metrics.inception import describe_weights
+
+    _check_inputs([path], "--weights")
+    source = Path(path).with_suffix(".json")
+    name = json.loads(source.read_text())["source"] if source.is_file() else f"file {Path(path).name}"
+    return describe_weights(path, name)
+
+
+def cmd_inception_features(args: argparse.Namespace) -> None:
+    """Inception features of one sample shard (verified against its manifest)."""
+    from softcfg.io.atomic import sha256_file
+    from softcfg.io.shards import read_shard, write_npz
+    from softcfg.metrics.inception_features import features_arrays
+
+    weights = _weights(args.weights)
+    images, labels = read_shard(args.shard)
+    _set_threads(args.threads)
+    meta = {"shard": Path(args.shard).name, "shard_sha256": sha256_file(args.shard)}
+    arrays = features_arrays(images, weights, meta, args.batch_size, args.device)
+    write_npz(args.out, {**arrays, "labels": labels})
+
+
+def cmd_inception_reference(args: argparse.Namespace) -> None:
+    """Inception features and statistics of an ADM reference batch (cached by checksums)."""
+    from softcfg.io.shards import write_npz
+    from softcfg.metrics.inception_features import reference_arrays
+
+    weights = _weights(args.weights)
+    _set_threads(args.threads)
+    write_npz(args.out, reference_arrays(args.reference, weights, args.batch_size, args.device))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    """ADM's evaluator on this package: a sample npz (or folder of them) against a reference batch."""
+    from softcfg.metrics.inception import resolve_weights
+    from softcfg.metrics.inception_features import (
+        feature_set,
+        features_arrays,
+        load_images,
+        read_reference,
+        reference_arrays,
+    )
+    from softcfg.metrics.suite import PRSettings, compute_metrics
+
+    ref_images, _ = read_reference(args.reference)  # every input checked before any extraction
+    images = load_images(args.samples)
+    if images.shape[1:] != ref_images.shape[1:]:
+        _fail(f"{args.samples}: images are {images.shape[1:3]}, the reference's are {ref_images.shape[1:3]}")
+    if images.shape[0] < 4:
+        _fail(f"{args.samples}: {images.shape[0]} images; precision and recall need at least 4")
+    del ref_images
+    weights = resolve_weights(args.weights)
+    _set_threads(args.threads)
+    reference = feature_set(reference_arrays(args.reference, weights, args.batch_size, args.device))
+    samples = feature_set(features_arrays(images, weights, {}, args.batch_size, args.device))
+    names = (
+        ("is", "fid", "sfid", "precision", "recall")
+        if weights.has_logits
+        else ("fid", "sfid", "precision", "recall")
+    )
+    pr = PRSettings(float16=args.pr_float16, device=args.device)
+    values: dict[str, float | None] = dict(compute_metrics(samples, reference, names, pr=pr))
+    unavailable = {} if weights.has_logits else {"is": samples.unavailable}
+    if args.json:
+        record = {
+            "metrics": {"is": None} | values,
+            "unavailable": unavailable,
+            "num_samples": int(images.shape[0]),
+            "weights": weights.as_dict(),
+        }
+        print(json.dumps(record, indent=2, sort_keys=True))
+        return
+    lines = {
+        "is": "Inception Score",
+        "fid": "FID",
+        "sfid": "sFID",
+        "precision": "Precision",
+        "recall": "Recall",
+    }
+    for key, label in lines.items():
+        print(f"{label}: {values[key]}" if key in values else f"{label}: unavailable ({unavailable[key]})")
 
 
 def cmd_summarize(args: argparse.Namespace) -> None:
@@ -256,6 +400,12 @@ def cmd_figures(args: argparse.Namespace) -> None:
         figures.save(figures.sample_grid(rows), out / "samples")
 
 
+def _extraction_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="softcfg", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -301,14 +451,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("metrics", help="FID, IS, KID, precision, recall, accuracy of one run from features")
     p.add_argument("--config", required=True, help="the run's RUN.yaml (recorded with the numbers)")
-    p.add_argument("--samples", required=True)
-    p.add_argument("--reference", required=True)
     p.add_argument(
-        "--names", nargs="+", choices=["fid", "isc", "kid", "prc"], default=["fid", "isc", "kid", "prc"]
+        "--samples", required=True, nargs="+", help="features: one digits file or Inception shards"
     )
+    p.add_argument("--reference", required=True)
+    p.add_argument("--names", nargs="+", choices=METRICS, default=["fid", "is", "kid", "precision", "recall"])
     p.add_argument("--kid-subset-size", type=int, default=1000)
+    p.add_argument("--pr-float16", action="store_true", help="ADM's float16 distance blocks")
+    p.add_argument("--device", default="cpu", help="where precision/recall distances are computed")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("inception-weights", help="resolve or convert the Inception weights into one file")
+    p.add_argument("--source", help="full torch-fidelity Inception weights (with the IS head)")
+    p.add_argument("--out", required=True, help="weights .pth (+ .json: checksum, source, IS head)")
+    p.set_defaults(func=cmd_inception_weights)
+
+    for name, func, what in (
+        ("inception-features", cmd_inception_features, "Inception features of one sample shard"),
+        ("inception-reference", cmd_inception_reference, "Inception features of an ADM reference batch"),
+    ):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("--weights", required=True, help="from `softcfg inception-weights`")
+        if name == "inception-features":
+            p.add_argument("--shard", required=True, help="ADM-layout npz with its manifest")
+        else:
+            p.add_argument("--reference", required=True, help="ADM reference npz (arr_0, optional mu/sigma)")
+        p.add_argument("--out", required=True)
+        _extraction_args(p)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("evaluate", help="ADM's evaluator: FID, sFID, IS, precision, recall of samples")
+    p.add_argument("reference", help="ADM reference npz, e.g. VIRTUAL_imagenet256_labeled.npz")
+    p.add_argument("samples", help="sample npz (arr_0 uint8 NHWC) or a folder of them")
+    p.add_argument("--weights", help="full torch-fidelity Inception weights (needed for IS)")
+    p.add_argument("--json", action="store_true", help="one JSON record instead of ADM's lines")
+    p.add_argument("--pr-float16", action="store_true", help="ADM's float16 distance blocks")
+    _extraction_args(p)
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("aggregate", help="per-run metrics and manifests into metrics/steps Parquet tables")
     p.add_argument("--results", required=True, help="the results folder holding the runs' outputs")

@@ -1,1 +1,4 @@
-"""Feature extractors registered with torch-fidelity and metrics from features to numbers."""
+"""Image-set metrics: one suite (ADM's definitions) over two feature extractors (digits classifier,
+Inception)."""
+
+METRICS = ("fid", "sfid", "is", "kid", "precision", "recall")

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 from torch_fidelity import FeatureExtractorBase, register_feature_extractor
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
+from softcfg.metrics.images_dataset import ImagesDataset
 from softcfg.models.digits_classifier import load_digits_classifier
 
 EXTRACTOR = "digits-classifier"
@@ -43,7 +43,7 @@ class DigitsClassifierExtractor(FeatureExtractorBase):
 
     @staticmethod
     def get_default_feature_layer_for_metric(metric: str) -> str:
-        return LOGITS if metric == "isc" else FEATURES
+        return LOGITS if metric == "isc" else FEATURES  # torch-fidelity's metric names
 
     @staticmethod
     def can_be_compiled() -> bool:
@@ -61,19 +61,6 @@ class DigitsClassifierExtractor(FeatureExtractorBase):
 
 if EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
     register_feature_extractor(EXTRACTOR, DigitsClassifierExtractor)
-
-
-class ImagesDataset(Dataset):
-    """uint8 NHWC images in memory served as uint8 CHW tensors, as torch-fidelity expects."""
-
-    def __init__(self, images: np.ndarray) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, i: int) -> Tensor:
-        return torch.from_numpy(self.images[i]).permute(2, 0, 1)
 
 
 def extract_features(
