@@ -34,6 +34,18 @@ def shard_files(run, suffix=".npz"):
     ]
 
 
+EXTRACTION = f"--batch-size {SWEEP.feature_batch_size} --device {SWEEP.feature_device}"
+REFERENCE_SIZE = " ".join(map(str, SWEEP.reference_size)) if SWEEP.reference_size else ""
+
+
+def metric_inputs(run):
+    """(sample features, reference features) of a run: one digits file, or Inception files per shard."""
+    if RUNS[run].suite == "digits":
+        return [layout.features(RESULTS, run)], layout.reference_features(RESULTS)
+    shards = [layout.inception_features(RESULTS, run, i) for i in range(RUNS[run].num_shards)]
+    return shards, layout.inception_reference(RESULTS)
+
+
 def focus_runs():
     """One run per (model, method) at the focus setting (or the unguided run), for sample grids."""
     chosen = {}

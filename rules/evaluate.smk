@@ -1,4 +1,6 @@
-# digits-FID: the classifier as a torch-fidelity extractor; features per run (cached), then metrics.
+# Two feature extractors, one metric suite. The digits model: the classifier as a torch-fidelity
+# extractor, features per run. Every other family: ADM's Inception, features per shard (fan-out), merged
+# exactly by the metrics job, against an ADM reference batch whose features are cached by checksum.
 
 
 rule reference_images:
@@ -52,11 +54,71 @@ rule features:
         " {input.shards} > {log} 2>&1"
 
 
+rule inception_weights:
+    input:
+        [SWEEP.inception_weights] if SWEEP.inception_weights else [],
+    output:
+        weights=layout.inception_weights(RESULTS),
+        meta=layout.inception_weights(RESULTS).with_suffix(".json"),
+    log:
+        LOGS / "inception" / "weights.log",
+    params:
+        source=f"--source {SWEEP.inception_weights}" if SWEEP.inception_weights else "",
+        head="--require-head" if "is" in SWEEP.metrics else "",
+    localrule: True
+    conda:
+        "../envs/evaluate.yaml"
+    shell:
+        "softcfg inception-weights {params.source} {params.head} --out {output.weights} > {log} 2>&1"
+
+
+rule inception_reference:
+    input:
+        reference=[SWEEP.reference] if SWEEP.reference else [],
+        weights=layout.inception_weights(RESULTS),
+    output:
+        layout.inception_reference(RESULTS),
+    log:
+        LOGS / "inception" / "reference.log",
+    params:
+        extraction=EXTRACTION,
+    threads: 1
+    conda:
+        "../envs/evaluate.yaml"
+    shell:
+        "softcfg inception-reference --weights {input.weights} --reference {input.reference}"
+        " --out {output} {params.extraction} --threads {threads} > {log} 2>&1"
+
+
+rule inception_features:
+    input:
+        shard=RESULTS / "samples" / "{run}" / "shard_{shard}.npz",
+        manifest=RESULTS / "samples" / "{run}" / "shard_{shard}.json",
+        weights=layout.inception_weights(RESULTS),
+    output:
+        RESULTS / "features" / "{run}" / "shard_{shard}.npz",
+    log:
+        LOGS / "features" / "{run}" / "shard_{shard}.log",
+    benchmark:
+        RESULTS / "benchmarks" / "features" / "{run}" / "shard_{shard}.tsv"
+    params:
+        extraction=EXTRACTION,
+        size=REFERENCE_SIZE,
+    threads: 1
+    resources:
+        gpus=0,
+    conda:
+        "../envs/evaluate.yaml"
+    shell:
+        "softcfg inception-features --weights {input.weights} --shard {input.shard} --out {output}"
+        " --image-size {params.size} {params.extraction} --threads {threads} > {log} 2>&1"
+
+
 rule metrics:
     input:
         config=layout.run_config(RESULTS, "{run}"),
-        samples=layout.features(RESULTS, "{run}"),
-        reference=layout.reference_features(RESULTS),
+        samples=lambda wc: metric_inputs(wc.run)[0],
+        reference=lambda wc: metric_inputs(wc.run)[1],
     output:
         layout.metrics(RESULTS, "{run}"),
     log:
@@ -64,9 +126,10 @@ rule metrics:
     params:
         names=" ".join(SWEEP.metrics),
         kid=SWEEP.kid_subset_size,
+        pr=f"--device {SWEEP.feature_device}" + (" --pr-float16" if SWEEP.pr_float16 else ""),
     threads: 1
     conda:
         "../envs/evaluate.yaml"
     shell:
         "softcfg metrics --config {input.config} --samples {input.samples} --reference {input.reference}"
-        " --names {params.names} --kid-subset-size {params.kid} --out {output} > {log} 2>&1"
+        " --names {params.names} --kid-subset-size {params.kid} {params.pr} --out {output} > {log} 2>&1"

@@ -2,6 +2,7 @@
 
 import copy
 
+import numpy as np
 import pytest
 import yaml
 
@@ -109,9 +110,41 @@ def test_a_preset_method_is_one_run_at_the_preset_setting():
     assert run.id == "digits-xl-g13-k1.4-s0" and run.config.method.temperature == 1.0
 
 
-def test_families_the_metrics_cannot_score_are_refused_up_front(tmp_path):
+def inception_config(tmp_path, **metrics) -> dict:
     (tmp_path / "a.bin").write_bytes(b"")
     config = copy.deepcopy(BASE)
-    config["models"]["big"] = {"family": "alitok", "size": "XL", "checkpoint": str(tmp_path / "a.bin")}
-    with pytest.raises(ConfigError, match=r"models\.big\.family: the workflow's metrics"):
+    config["models"] = {"big": {"family": "alitok", "size": "XL", "checkpoint": str(tmp_path / "a.bin")}}
+    config["metrics"] = metrics
+    return config
+
+
+def test_inception_scored_models_need_a_valid_reference_batch(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no torch-fidelity weights with the IS head
+    with pytest.raises(ConfigError, match=r"metrics\.reference: model 'big' is scored with Inception"):
+        load_sweep(inception_config(tmp_path))
+    np.savez(tmp_path / "bad.npz", arr_0=np.zeros((10, 32, 32, 3), np.float32))
+    with pytest.raises(ConfigError, match=r"metrics\.reference: .*bad\.npz: arr_0 must be uint8"):
+        load_sweep(inception_config(tmp_path, reference=str(tmp_path / "bad.npz")))
+    np.savez(tmp_path / "ref.npz", arr_0=np.zeros((10, 32, 48, 3), np.uint8))
+    sweep = load_sweep(inception_config(tmp_path, reference=str(tmp_path / "ref.npz")))
+    assert sweep.metrics == ("fid", "sfid", "kid", "precision", "recall")  # IS needs the softmax head
+    assert sweep.reference_size == (32, 48) and next(iter(sweep.runs.values())).suite == "inception"
+    with pytest.raises(ConfigError, match=r"metrics\.names: 'is' needs Inception's softmax head"):
+        load_sweep(inception_config(tmp_path, reference=str(tmp_path / "ref.npz"), names=["fid", "is"]))
+    weights = tmp_path / "full.pth"
+    weights.write_bytes(b"")
+    full = load_sweep(
+        inception_config(tmp_path, reference=str(tmp_path / "ref.npz"), inception_weights=str(weights))
+    )
+    assert "is" in full.metrics and full.inception_weights == weights
+
+
+def test_metrics_the_digits_classifier_cannot_give_are_refused():
+    config = copy.deepcopy(BASE)
+    assert load_sweep(copy.deepcopy(config)).metrics == ("fid", "is", "kid", "precision", "recall")
+    config["metrics"] = {"names": ["fid", "sfid"]}
+    with pytest.raises(ConfigError, match=r"metrics\.names: 'sfid' needs Inception features; model 'digits'"):
+        load_sweep(config)
+    config["metrics"] = {"reference": "ref.npz"}
+    with pytest.raises(ConfigError, match=r"metrics\.reference / inception_weights: no model here"):
         load_sweep(config)

@@ -84,17 +84,8 @@ def test_metrics_table_is_tidy_and_complete(finished):
         "tiny-none-s0", "tiny-cfg-g2-k1-s0", "tiny-softcfg-g2-k1-s0", "tiny-softcfg_stepnorm-g2-k1-s0",
         "tiny-softcfg_stepnorm_kv-g2-k1-s0",
     }  # fmt: skip
-    assert set(table["metric"]) == {
-        "fid",
-        "isc",
-        "isc_std",
-        "kid",
-        "kid_std",
-        "precision",
-        "recall",
-        "accuracy",
-    }
-    assert table.groupby("run_id").size().eq(8).all()
+    assert set(table["metric"]) == {"fid", "is", "kid", "kid_std", "precision", "recall", "accuracy"}
+    assert table.groupby("run_id").size().eq(7).all()
     assert (table["num_samples"] == 40).all() and table["value"].notna().all()
     none = table[table["method"] == "none"]
     assert none["gamma"].isna().all() and none["target"].isna().all()

@@ -250,6 +250,8 @@ def cmd_inception_weights(args: argparse.Namespace) -> None:
     from softcfg.metrics.inception import resolve_weights
 
     weights = resolve_weights(args.source)
+    if args.require_head and not weights.has_logits:
+        _fail(f"{weights.source}: no softmax head, so the Inception Score is unavailable (drop 'is')")
     with atomic_path(args.out) as tmp:
         shutil.copyfile(weights.path, tmp)
     atomic_write_text(Path(args.out).with_suffix(".json"), json.dumps(weights.as_dict(), indent=2) + "\n")
@@ -273,6 +275,8 @@ def cmd_inception_features(args: argparse.Namespace) -> None:
 
     weights = _weights(args.weights)
     images, labels = read_shard(args.shard)
+    if args.image_size is not None and list(images.shape[1:3]) != args.image_size:
+        _fail(f"{args.shard}: images are {list(images.shape[1:3])}, the reference's {args.image_size}")
     _set_threads(args.threads)
     meta = {"shard": Path(args.shard).name, "shard_sha256": sha256_file(args.shard)}
     arrays = features_arrays(images, weights, meta, args.batch_size, args.device)
@@ -465,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inception-weights", help="resolve or convert the Inception weights into one file")
     p.add_argument("--source", help="full torch-fidelity Inception weights (with the IS head)")
     p.add_argument("--out", required=True, help="weights .pth (+ .json: checksum, source, IS head)")
+    p.add_argument("--require-head", action="store_true", help="fail unless the weights can give IS")
     p.set_defaults(func=cmd_inception_weights)
 
     for name, func, what in (
@@ -475,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--weights", required=True, help="from `softcfg inception-weights`")
         if name == "inception-features":
             p.add_argument("--shard", required=True, help="ADM-layout npz with its manifest")
+            p.add_argument("--image-size", type=int, nargs=2, help="H W the reference has (checked first)")
         else:
             p.add_argument("--reference", required=True, help="ADM reference npz (arr_0, optional mu/sigma)")
         p.add_argument("--out", required=True)

@@ -38,6 +38,20 @@ def features(results: Path, run: str) -> Path:
     return results / "features" / f"{run}.npz"
 
 
+def inception_weights(results: Path) -> Path:
+    return results / "inception" / "weights.pth"
+
+
+def inception_reference(results: Path) -> Path:
+    return results / "inception" / "reference.npz"
+
+
+def inception_features(results: Path, run: str, index: int | str) -> Path:
+    """Per shard: Inception features are extracted by one job per sample shard."""
+    name = f"shard_{index:04d}.npz" if isinstance(index, int) else f"shard_{index}.npz"
+    return results / "features" / run / name
+
+
 def metrics(results: Path, run: str) -> Path:
     return results / "metrics" / f"{run}.json"
 

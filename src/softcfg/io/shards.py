@@ -36,6 +36,28 @@ def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write(path, lambda f: _write_npz(f, arrays))
 
 
+def npz_headers(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array in an npz, read from the .npy headers only (no data loaded), so a
+    multi-gigabyte reference batch can be checked while the workflow builds its DAG."""
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():
+                if name.endswith(".npy"):
+                    with zf.open(name) as member:
+                        version = np.lib.format.read_magic(member)
+                        read_header = (
+                            np.lib.format.read_array_header_1_0
+                            if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0
+                        )
+                        shape, _, dtype = read_header(member)
+                    out[name.removesuffix(".npy")] = (shape, dtype)
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable npz: {exc}") from exc
+    return out
+
+
 def write_shard(path: str | Path, images: np.ndarray, labels: np.ndarray, manifest: dict[str, Any]) -> None:
     """Write the npz, then its manifest (with the npz's sha256); both atomically, npz first."""
     check_shard_arrays(images, labels, str(path))

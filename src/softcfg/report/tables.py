@@ -12,7 +12,14 @@ import math
 
 import pandas as pd
 
-COLUMNS = {"fid": "FID ↓", "isc": "IS ↑", "precision": "Prec ↑", "recall": "Rec ↑", "accuracy": "Acc ↑"}
+COLUMNS = {
+    "fid": "FID ↓",
+    "sfid": "sFID ↓",
+    "is": "IS ↑",
+    "precision": "Prec ↑",
+    "recall": "Rec ↑",
+    "accuracy": "Acc ↑",
+}
 METHOD_ORDER = {"none": 0, "cfg": 1, "softcfg": 2}
 
 

