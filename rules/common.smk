@@ -34,6 +34,16 @@ def shard_files(run, suffix=".npz"):
     ]
 
 
+def stage_resources(stage):
+    """A stage's cluster resources (config.yaml `resources`), named as both SLURM executors read them."""
+    r = SWEEP.resources[stage]
+    out = {"gpu": r["gpu"], "mem_mb": r["mem_mb"], "runtime": r["runtime"]}
+    for key, name in (("partition", "slurm_partition"), ("constraint", "constraint"), ("extra", "slurm_extra")):
+        if key in r:
+            out[name] = r[key]
+    return out
+
+
 EXTRACTION = f"--batch-size {SWEEP.feature_batch_size} --device {SWEEP.feature_device}"
 REFERENCE_SIZE = " ".join(map(str, SWEEP.reference_size)) if SWEEP.reference_size else ""
 

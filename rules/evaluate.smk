@@ -25,7 +25,9 @@ rule reference_features:
         layout.reference_features(RESULTS),
     log:
         LOGS / "reference" / "features.log",
-    threads: 1
+    threads: SWEEP.resources["features"]["cpus"]
+    resources:
+        **stage_resources("features"),
     conda:
         "../envs/evaluate.yaml"
     shell:
@@ -44,9 +46,9 @@ rule features:
         LOGS / "features" / "{run}.log",
     benchmark:
         RESULTS / "benchmarks" / "features" / "{run}.tsv"
-    threads: 1
+    threads: SWEEP.resources["features"]["cpus"]
     resources:
-        gpus=0,
+        **stage_resources("features"),
     conda:
         "../envs/evaluate.yaml"
     shell:
@@ -82,7 +84,9 @@ rule inception_reference:
         LOGS / "inception" / "reference.log",
     params:
         extraction=EXTRACTION,
-    threads: 1
+    threads: SWEEP.resources["features"]["cpus"]
+    resources:
+        **stage_resources("features"),
     conda:
         "../envs/evaluate.yaml"
     shell:
@@ -104,9 +108,9 @@ rule inception_features:
     params:
         extraction=EXTRACTION,
         size=REFERENCE_SIZE,
-    threads: 1
+    threads: SWEEP.resources["features"]["cpus"]
     resources:
-        gpus=0,
+        **stage_resources("features"),
     conda:
         "../envs/evaluate.yaml"
     shell:
@@ -127,7 +131,9 @@ rule metrics:
         names=" ".join(SWEEP.metrics),
         kid=SWEEP.kid_subset_size,
         pr=f"--device {SWEEP.feature_device}" + (" --pr-float16" if SWEEP.pr_float16 else ""),
-    threads: 1
+    threads: SWEEP.resources["metrics"]["cpus"]
+    resources:
+        **stage_resources("metrics"),
     conda:
         "../envs/evaluate.yaml"
     shell:

@@ -28,9 +28,9 @@ rule sample:
         LOGS / "sample" / "{run}" / "shard_{shard}.log",
     benchmark:
         RESULTS / "benchmarks" / "sample" / "{run}" / "shard_{shard}.tsv"
-    threads: 1
+    threads: SWEEP.resources["sample"]["cpus"]
     resources:
-        gpus=0,
+        **stage_resources("sample"),
     conda:
         "../envs/sample.yaml"
     shell:

@@ -10,9 +10,9 @@ rule train_generator:
         RESULTS / "benchmarks" / "train" / "{model}.tsv"
     params:
         seed=lambda wc: SWEEP.trained_models[wc.model],
-    threads: 2
+    threads: SWEEP.resources["train"]["cpus"]
     resources:
-        gpus=0,
+        **stage_resources("train"),
     conda:
         "../envs/train.yaml"
     shell:
@@ -26,9 +26,9 @@ rule train_classifier:
         LOGS / "train" / "classifier.log",
     benchmark:
         RESULTS / "benchmarks" / "train" / "classifier.tsv"
-    threads: 2
+    threads: SWEEP.resources["train"]["cpus"]
     resources:
-        gpus=0,
+        **stage_resources("train"),
     conda:
         "../envs/train.yaml"
     shell:

@@ -42,6 +42,52 @@ def test_sample_twice_gives_identical_bytes(tmp_path, checkpoint):
     assert {"torch", "numpy", "softcfg"} <= set(manifest["versions"])
 
 
+def test_interrupted_sampling_resumes_from_its_last_completed_batch(tmp_path, checkpoint, monkeypatch):
+    """A job killed after two of three batches keeps those two; the rerun samples only the third and
+    writes the same bytes as an uninterrupted job. Batches kept under another run config are ignored."""
+    import softcfg.sampling.shards as shards
+
+    method = {"name": "softcfg", "gamma": 2.0}
+    config = write_run_config(tmp_path / "run.yaml", checkpoint, method, SAMPLING)
+    sample = ["sample", "--config", str(config), "--shard", "1", "--no-progress", "--out"]
+    assert main([*sample, str(tmp_path / "whole" / "s.npz")]) == 0
+
+    calls = []
+    original = shards.generate
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        if crash_after is not None and len(calls) > crash_after:
+            raise KeyboardInterrupt  # the job is killed in the third batch
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(shards, "generate", counted)
+    out = tmp_path / "resumed" / "s.npz"
+    crash_after = 2
+    with pytest.raises(KeyboardInterrupt):
+        main([*sample, str(out)])
+    kept = tmp_path / "resumed" / ".s.batches"
+    assert not out.exists() and sorted(p.name for p in kept.iterdir()) == ["batch_0000.npz", "batch_0001.npz"]
+    calls.clear()
+    crash_after = None
+    assert main([*sample, str(out)]) == 0
+    assert len(calls) == 1 and not kept.exists()
+    assert out.read_bytes() == (tmp_path / "whole" / "s.npz").read_bytes()
+    whole, resumed = (json.loads(manifest_path(p).read_text()) for p in (tmp_path / "whole" / "s.npz", out))
+    assert whole["diagnostics"] == resumed["diagnostics"] and whole["npz_sha256"] == resumed["npz_sha256"]
+
+    crash_after = 2
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        main([*sample, str(tmp_path / "other" / "s.npz")])
+    write_run_config(tmp_path / "run.yaml", checkpoint, {**method, "gamma": 3.0}, SAMPLING)
+    (tmp_path / "other" / ".s.batches").rename(tmp_path / "resumed" / ".s.batches")
+    calls.clear()
+    crash_after = None
+    assert main([*sample, str(out)]) == 0
+    assert len(calls) == 3  # kept batches of gamma 2 are not reused for gamma 3
+
+
 def test_replay_writes_the_stable_interface(tmp_path, checkpoint, model):
     config = write_run_config(tmp_path / "run.yaml", checkpoint, {"name": "softcfg", "gamma": 2.0})
     labels = np.array([1, 7], dtype=np.int64)

@@ -71,7 +71,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from softcfg.io.provenance import git_commit, package_versions
     from softcfg.io.shards import write_shard
     from softcfg.models import load_model
-    from softcfg.sampling.shards import sample_shard
+    from softcfg.sampling.shards import discard_checkpoints, sample_shard
 
     run = load_run_config(args.config)
     if args.shard < 0:
@@ -80,7 +80,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
         _fail(f"--out must end in .npz, got {args.out}")
     _set_threads(args.threads)
     model = load_model(run.model)
-    shard = sample_shard(model, run, args.shard, progress=not args.no_progress)
+    checkpoints = Path(args.out).parent / f".{Path(args.out).stem}.batches"
+    key = json.dumps([run.config_hash(), _file_stamp(run.model.checkpoint), _file_stamp(run.model.tokenizer)])
+    shard = sample_shard(model, run, args.shard, not args.no_progress, checkpoints, key)
     manifest = {
         "run": run.to_dict(),
         "config_hash": run.config_hash(),
@@ -93,6 +95,15 @@ def cmd_sample(args: argparse.Namespace) -> None:
         "diagnostics": shard.diagnostics.as_dict() if shard.diagnostics is not None else None,
     }
     write_shard(args.out, shard.images, shard.labels, manifest)
+    discard_checkpoints(checkpoints)
+
+
+def _file_stamp(path: str | None) -> list | None:
+    """Size and modification time: which checkpoint file kept batches were sampled from."""
+    if path is None:
+        return None
+    stat = Path(path).stat()
+    return [stat.st_size, stat.st_mtime_ns]
 
 
 def _load_int_array(path: str, ndim: int, flag: str) -> np.ndarray:

@@ -29,6 +29,16 @@ from softcfg.metrics import METRICS
 MAX_RUN_ID = 64
 TABLES = ("ablation", "target")
 FIGURES = ("fid_vs_gamma", "entropy", "samples")
+# What each stage's jobs ask of a cluster (config.yaml ``resources``; locally only ``cpus`` matters, as
+# threads). Sampling and feature extraction want GPUs; training and the metrics step run on CPUs.
+STAGES = ("train", "sample", "features", "metrics")
+RESOURCE_KEYS = ("gpu", "cpus", "mem_mb", "runtime", "partition", "constraint", "extra")
+DEFAULT_RESOURCES = {
+    "train": {"gpu": 0, "cpus": 2, "mem_mb": 4000, "runtime": 60},
+    "sample": {"gpu": 1, "cpus": 1, "mem_mb": 4000, "runtime": 60},
+    "features": {"gpu": 1, "cpus": 1, "mem_mb": 8000, "runtime": 60},
+    "metrics": {"gpu": 0, "cpus": 1, "mem_mb": 16000, "runtime": 60},
+}
 TRAINABLE_FAMILIES = ("digits",)
 DIGITS_SUITE_FAMILIES = ("digits",)  # scored by the digits classifier; every other family by Inception
 
@@ -69,6 +79,7 @@ class Sweep:
     tables: tuple[str, ...]
     figures: tuple[str, ...]
     focus: tuple[float, float]  # (gamma, k) where entropy curves and target tables are read
+    resources: dict[str, dict[str, Any]]  # stage -> gpu, cpus, mem_mb, runtime (+ partition, ...)
 
 
 def _number(value: Any) -> str:
@@ -131,6 +142,7 @@ def load_sweep(config: dict) -> Sweep:
         "tables",
         "figures",
         "focus",
+        "resources",
     )
     unknown = sorted(set(config) - set(allowed))
     if unknown:
@@ -230,6 +242,7 @@ def load_sweep(config: dict) -> Sweep:
         tables=_names(config, "tables", TABLES),
         figures=_names(config, "figures", FIGURES),
         focus=(float(focus["gamma"]), float(focus["k"])),
+        resources=_resources(config.get("resources", {})),
     )
 
 
@@ -323,3 +336,26 @@ def _inception_inputs(metrics: dict, model: str) -> tuple[Path, tuple[int, int],
     if weights is not None:
         return reference, (height, width), Path(weights), True  # its head is checked when loaded
     return reference, (height, width), None, (hub_checkpoints() / TORCH_FIDELITY_FILE).is_file()
+
+
+def _resources(data: Any) -> dict[str, dict[str, Any]]:
+    """Per-stage job resources over the defaults; names as the SLURM executors read them."""
+    if not isinstance(data, dict):
+        raise ConfigError("config.resources must be a mapping")
+    out = {stage: dict(values) for stage, values in DEFAULT_RESOURCES.items()}
+    for stage, values in data.items():
+        where = f"resources.{stage}"
+        if stage not in STAGES:
+            raise ConfigError(f"unknown key {where} (allowed: {', '.join(STAGES)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where} must be a mapping")
+        for key, value in values.items():
+            if key not in RESOURCE_KEYS:
+                raise ConfigError(f"unknown key {where}.{key} (allowed: {', '.join(RESOURCE_KEYS)})")
+            if key in ("partition", "constraint", "extra"):
+                if not isinstance(value, str) or not value:
+                    raise ConfigError(f"{where}.{key} must be a non-empty string")
+            elif isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "cpus" else 0):
+                raise ConfigError(f"{where}.{key} must be an integer >= {1 if key == 'cpus' else 0}")
+            out[stage][key] = value
+    return out

@@ -5,17 +5,26 @@ round-robin as in the ImageNet sampling scripts (50 per class for 50k samples wh
 multiple of the class count). Batch b of shard i draws from a generator seeded by
 ``SeedSequence([seed, i, b])``, so a shard is deterministic from (seed, shard index, shard size, batch
 size) and independent of other shards.
+
+With a checkpoint folder, every completed batch is kept there (atomically) until the shard is written, so
+a job that is killed, preempted or timed out resumes from its last completed batch and still produces
+the same bytes. Partial batches are never kept; batches written under another key (another run config or
+checkpoint file) are ignored.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from softcfg.config import RunConfig
+from softcfg.io.shards import write_npz
 from softcfg.models.base import ARModel
 from softcfg.sampling.diagnostics import StepDiagnostics
 from softcfg.sampling.next_token import generate
@@ -39,19 +48,79 @@ class Shard:
     diagnostics: StepDiagnostics | None
 
 
-def sample_shard(model: ARModel, run: RunConfig, shard_index: int, progress: bool = True) -> Shard:
-    """Sample every batch of shard ``shard_index`` and decode it to uint8 images."""
+def _load_batch(path: Path, key: str, seed: int) -> tuple[np.ndarray, StepDiagnostics | None] | None:
+    """A kept batch if it belongs to this key and seed, else None (it is then sampled again)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            if meta != {"key": key, "seed": seed}:
+                return None
+            images = data["images"]
+            if "sums" not in data.files:
+                return images, None
+            diagnostics = StepDiagnostics(data["sums"].shape[0])
+            diagnostics.sums = torch.from_numpy(data["sums"])
+            diagnostics.present = data["present"].tolist()
+            diagnostics.count = int(data["count"])
+            return images, diagnostics
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _keep_batch(path: Path, key: str, seed: int, images: np.ndarray, diag: StepDiagnostics | None) -> None:
+    arrays = {"images": images, "meta": np.array(json.dumps({"key": key, "seed": seed}))}
+    if diag is not None:
+        arrays.update(
+            sums=diag.sums.cpu().numpy(), present=np.array(diag.present), count=np.array(diag.count)
+        )
+    write_npz(path, arrays)
+
+
+def _add(total: StepDiagnostics | None, part: StepDiagnostics | None) -> StepDiagnostics | None:
+    """Diagnostics of consecutive batches: sums added in batch order (the same floats as one pass)."""
+    if total is None or part is None:
+        return part if total is None else total
+    total.sums += part.sums.to(total.sums.device)
+    total.present = [
+        [a or b for a, b in zip(x, y, strict=True)] for x, y in zip(total.present, part.present, strict=True)
+    ]
+    total.count += part.count
+    return total
+
+
+def sample_shard(
+    model: ARModel,
+    run: RunConfig,
+    shard_index: int,
+    progress: bool = True,
+    checkpoint_dir: Path | None = None,
+    key: str = "",
+) -> Shard:
+    """Sample every batch of shard ``shard_index`` and decode it to uint8 images, keeping completed
+    batches in ``checkpoint_dir`` (under ``key``) when given."""
     s = run.sampling
     device = next(model.parameters()).device
     labels = shard_labels(shard_index, s.shard_size, model.num_classes)
-    diagnostics = StepDiagnostics(model.num_tokens, device) if s.diagnostics else None
+    diagnostics = None
     images, seeds = [], []
     starts = range(0, s.shard_size, s.batch_size)
     for b, start in enumerate(tqdm(starts, desc=f"shard {shard_index}", unit="batch", disable=not progress)):
         seeds.append(batch_seed(s.seed, shard_index, b))
-        generator = torch.Generator(device=device).manual_seed(seeds[-1])
-        batch_labels = torch.from_numpy(labels[start : start + s.batch_size]).to(device)
-        observers = [diagnostics] if diagnostics is not None else []
-        tokens = generate(model, batch_labels, run.method, generator, observers)
-        images.append(model.decode_images(tokens).cpu().numpy())
+        kept = checkpoint_dir / f"batch_{b:04d}.npz" if checkpoint_dir is not None else None
+        loaded = _load_batch(kept, key, seeds[-1]) if kept is not None and kept.is_file() else None
+        if loaded is None:
+            generator = torch.Generator(device=device).manual_seed(seeds[-1])
+            batch_labels = torch.from_numpy(labels[start : start + s.batch_size]).to(device)
+            part = StepDiagnostics(model.num_tokens, device) if s.diagnostics else None
+            tokens = generate(model, batch_labels, run.method, generator, [part] if part is not None else [])
+            loaded = (model.decode_images(tokens).cpu().numpy(), part)
+            if kept is not None:
+                _keep_batch(kept, key, seeds[-1], *loaded)
+        images.append(loaded[0])
+        diagnostics = _add(diagnostics, loaded[1])
     return Shard(np.concatenate(images), labels, seeds, diagnostics)
+
+
+def discard_checkpoints(checkpoint_dir: Path) -> None:
+    """Once the shard is written its kept batches are of no use."""
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
