@@ -1,4 +1,7 @@
 import json
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -68,3 +71,31 @@ def test_label_scheme_is_round_robin_across_shards():
 def test_batch_seeds_differ_per_shard_and_batch():
     seeds = {batch_seed(0, s, b) for s in range(5) for b in range(5)}
     assert len(seeds) == 25 and batch_seed(0, 1, 2) == batch_seed(0, 1, 2)
+
+
+def test_a_job_killed_while_writing_leaves_no_shard_for_later_jobs(tmp_path):
+    """SIGKILL in the middle of writing the npz (as a cancelled SLURM job gets): neither the shard nor
+    its manifest exists under its final name, so no later job can read it."""
+    path = tmp_path / "shard_0000.npz"
+    child = f"""
+import time
+import numpy as np
+import softcfg.io.shards as shards
+
+def slow(f, arrays):
+    f.write(b"PK" * 4096)
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+
+shards._write_npz = slow
+shards.write_shard({str(path)!r}, np.zeros((4, 8, 8, 3), np.uint8), np.zeros(4, np.int64), {{}})
+"""
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not path.exists() and not manifest_path(path).exists()
+    assert [p.name.endswith(".tmp") for p in tmp_path.iterdir()] == [True]  # only the temporary file
+    with pytest.raises(ValueError, match="shard not found"):
+        read_shard(path)

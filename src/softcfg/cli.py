@@ -83,6 +83,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
     checkpoints = Path(args.out).parent / f".{Path(args.out).stem}.batches"
     key = json.dumps([run.config_hash(), _file_stamp(run.model.checkpoint), _file_stamp(run.model.tokenizer)])
     shard = sample_shard(model, run, args.shard, not args.no_progress, checkpoints, key)
+    if shard.resumed:
+        kept, total = shard.resumed, len(shard.batch_seeds)
+        print(f"resumed: {kept} of {total} batches were kept from an earlier attempt")
     manifest = {
         "run": run.to_dict(),
         "config_hash": run.config_hash(),

@@ -46,6 +46,7 @@ class Shard:
     labels: np.ndarray  # int64 [N]
     batch_seeds: list[int]
     diagnostics: StepDiagnostics | None
+    resumed: int = 0  # batches taken from the checkpoint folder instead of sampled
 
 
 def _load_batch(path: Path, key: str, seed: int) -> tuple[np.ndarray, StepDiagnostics | None] | None:
@@ -102,7 +103,7 @@ def sample_shard(
     device = next(model.parameters()).device
     labels = shard_labels(shard_index, s.shard_size, model.num_classes)
     diagnostics = None
-    images, seeds = [], []
+    images, seeds, resumed = [], [], 0
     starts = range(0, s.shard_size, s.batch_size)
     for b, start in enumerate(tqdm(starts, desc=f"shard {shard_index}", unit="batch", disable=not progress)):
         seeds.append(batch_seed(s.seed, shard_index, b))
@@ -116,9 +117,11 @@ def sample_shard(
             loaded = (model.decode_images(tokens).cpu().numpy(), part)
             if kept is not None:
                 _keep_batch(kept, key, seeds[-1], *loaded)
+        else:
+            resumed += 1
         images.append(loaded[0])
         diagnostics = _add(diagnostics, loaded[1])
-    return Shard(np.concatenate(images), labels, seeds, diagnostics)
+    return Shard(np.concatenate(images), labels, seeds, diagnostics, resumed)
 
 
 def discard_checkpoints(checkpoint_dir: Path) -> None:

@@ -1,0 +1,166 @@
+"""The workflow on a real SLURM (scripts/slurm-local.sh: one node, accounting, 4 fake GPUs) through
+`--profile slurm` (submitit job arrays) and `--profile slurm-sbatch` (the official plugin): the same
+Parquet metric values as a local run, also when a running shard job is cancelled. Needs root (the
+script installs Debian packages and starts the daemons); CI runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import random_digits_model
+from softcfg.io.shards import read_shard
+from softcfg.models.digits import save_digits_ar
+from test_workflow import REPO, small_config, snakemake
+
+pytestmark = pytest.mark.slow
+SCRIPT = REPO / "scripts" / "slurm-local.sh"
+FAST_POLLING = ["--seconds-between-status-checks", "2"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    for command in ("install", "start"):
+        proc = subprocess.run(["bash", str(SCRIPT), command], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    yield
+    subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, check=True)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_digits_ar(random_digits_model(), path)
+    return path
+
+
+def sweep_config(model_path: Path) -> dict:
+    """The default embedded sweep reduced: three methods, two shards each, sampling and features on GPUs."""
+    config = small_config(model_path)
+    config["methods"] = {
+        k: v for k, v in config["methods"].items() if k in ("none", "cfg", "softcfg_stepnorm")
+    }
+    config["resources"] = {"sample": {"gpu": 1, "cpus": 1}, "features": {"gpu": 1, "cpus": 1}}
+    config["tables"], config["figures"] = ["ablation"], ["fid_vs_gamma"]
+    return config
+
+
+def workdir(root: Path, model_path: Path) -> Path:
+    root.mkdir(parents=True)
+    (root / "config.yaml").write_text(yaml.safe_dump(sweep_config(model_path)))
+    return root
+
+
+def metric_values(root: Path) -> pd.DataFrame:
+    table = pd.read_parquet(root / "results" / "metrics.parquet")
+    return table[["run_id", "metric", "value"]].sort_values(["run_id", "metric"], ignore_index=True)
+
+
+def sacct(since: str) -> list[list[str]]:
+    out = subprocess.run(
+        ["sacct", "-n", "-P", "-S", since, "-o", "JobID,JobName,State,AllocTRES"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return [line.split("|") for line in out.splitlines() if line]
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory, model_path) -> pd.DataFrame:
+    root = workdir(tmp_path_factory.mktemp("slurm") / "local", model_path)
+    proc = snakemake(root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return metric_values(root)
+
+
+def test_profile_slurm_gives_the_local_results_with_gpu_jobs_in_arrays(cluster, local, tmp_path, model_path):
+    root = workdir(tmp_path / "w", model_path)
+    since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    proc = snakemake(root, "--profile", str(REPO / "slurm"), *FAST_POLLING)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pd.testing.assert_frame_equal(metric_values(root), local)
+
+    jobs = sacct(since)
+    samples = [j for j in jobs if j[1] == "smk-sample"]
+    assert len(samples) == 6 and all("gres/gpu=1" in j[3] for j in samples)
+    arrays = {j[0].split("_")[0] for j in jobs if j[1].startswith("smk-")}
+    assert len(arrays) < len([j for j in jobs if j[1].startswith("smk-")])  # several jobs per sbatch
+    logs = "".join(p.read_text() for p in (root / ".snakemake" / "submitit").glob("*/*_log.out"))
+    assert any(f"CUDA_VISIBLE_DEVICES={i}" in logs for i in range(4))
+
+
+def test_a_cancelled_shard_job_is_retried_and_the_results_do_not_change(cluster, local, tmp_path, model_path):
+    root = workdir(tmp_path / "w", model_path)
+    since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    proc = snakemake(
+        root, "--profile", str(REPO / "slurm"), *FAST_POLLING,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    victim, deadline = "", time.time() + 600
+    while not victim and time.time() < deadline and proc.poll() is None:
+        running = subprocess.run(
+            ["squeue", "-h", "-n", "smk-sample", "-t", "R", "-o", "%i"], capture_output=True, text=True
+        ).stdout.split()
+        victim = running[0] if running else ""
+        time.sleep(0.2)
+    assert victim, "no sampling job was seen running"
+    subprocess.run(["scancel", victim], check=True)
+    output, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, output[-3000:]
+    pd.testing.assert_frame_equal(metric_values(root), local)
+    states = {j[0]: j[2] for j in sacct(since)}
+    assert states[victim].startswith("CANCELLED")
+    for shard in (root / "results" / "samples").glob("*/shard_*.npz"):  # every shard complete and verified
+        assert read_shard(shard)[0].shape == (20, 8, 8, 3)
+
+
+def test_profile_slurm_sbatch_completes_the_same_sweep(cluster, local, tmp_path, model_path):
+    root = workdir(tmp_path / "w", model_path)
+    proc = snakemake(
+        root, "--profile", str(REPO / "slurm-sbatch"), *FAST_POLLING,
+        "--slurm-init-seconds-before-status-checks", "2",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pd.testing.assert_frame_equal(metric_values(root), local)
+
+
+def test_a_requeued_shard_resumes_from_its_last_completed_batch(cluster, tmp_path, model_path):
+    """Preemption as SLURM does it (the running job is killed and queued again): the task restarts, takes
+    the batches it completed, and writes the same bytes as an uninterrupted `softcfg sample`."""
+    config = sweep_config(model_path)
+    config["methods"] = {"cfg": config["methods"]["cfg"]}
+    config["sampling"] = {"samples_per_run": 600, "shard_size": 600, "batch_size": 10}
+    config["metrics"] = {"names": ["fid"]}
+    root = tmp_path / "w"
+    root.mkdir()
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(
+        root, "--profile", str(REPO / "slurm"), *FAST_POLLING,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    kept = root / "results" / "samples" / "tiny-cfg-g2-k1-s0" / ".shard_0000.batches"
+    deadline = time.time() + 600
+    while time.time() < deadline and len(list(kept.glob("batch_*.npz"))) < 5:
+        time.sleep(0.2)
+    job = subprocess.run(
+        ["squeue", "-h", "-n", "smk-sample", "-o", "%i"], capture_output=True, text=True
+    ).stdout.split()
+    assert len(job) == 1, "the shard job must be running"
+    subprocess.run(["scontrol", "requeue", job[0]], check=True)
+    output, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, output[-3000:]
+
+    log = (root / "results" / "logs" / "sample" / "tiny-cfg-g2-k1-s0" / "shard_0000.log").read_text()
+    assert "resumed: " in log and " of 60 batches were kept" in log
+    run_yaml = root / "results" / "runs" / "tiny-cfg-g2-k1-s0" / "run.yaml"
+    direct = tmp_path / "direct.npz"
+    cmd = [sys.executable, "-m", "softcfg.cli", "sample", "--config", str(run_yaml), "--shard", "0"]
+    subprocess.run([*cmd, "--out", str(direct), "--no-progress"], check=True, cwd=root)
+    shard = root / "results" / "samples" / "tiny-cfg-g2-k1-s0" / "shard_0000.npz"
+    assert shard.read_bytes() == direct.read_bytes() and not kept.exists()
