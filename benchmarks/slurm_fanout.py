@@ -2,9 +2,10 @@
 
 For `--profile slurm` (submitit job arrays) and `--profile slurm-sbatch` (the official plugin, one sbatch
 per job) it reports the number of sbatch submissions (distinct SLURM job ids since the start, an array
-counting once, read from sacct; run it on an otherwise idle cluster) and the wall time from start until every job has finished. Each job is a Snakemake job
-whose rule writes one small file, so the time is the executors' and SLURM's overhead (and each job's
-Snakemake start-up). Needs the cluster: `scripts/slurm-local.sh install` and `start` (as root).
+counting once, read from sacct; run it on an otherwise idle cluster) and the wall time from start until
+every job has finished. Each job is a Snakemake job whose rule writes one small file, so the time is the
+executors' and SLURM's overhead (and each job's Snakemake start-up). Needs the cluster:
+`scripts/slurm-local.sh install` and `start` (as root).
 
     python benchmarks/slurm_fanout.py [--jobs 400] [--poll 2]
 """
