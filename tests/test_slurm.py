@@ -5,6 +5,7 @@ script installs Debian packages and starts the daemons); CI runs it."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -164,3 +165,25 @@ def test_a_requeued_shard_resumes_from_its_last_completed_batch(cluster, tmp_pat
     subprocess.run([*cmd, "--out", str(direct), "--no-progress"], check=True, cwd=root)
     shard = root / "results" / "samples" / "tiny-cfg-g2-k1-s0" / "shard_0000.npz"
     assert shard.read_bytes() == direct.read_bytes() and not kept.exists()
+
+
+def test_interrupting_snakemake_cancels_its_jobs(cluster, tmp_path, model_path):
+    root = workdir(tmp_path / "w", model_path)
+    proc = snakemake(
+        root, "--profile", str(REPO / "slurm"), *FAST_POLLING,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 600
+    while time.time() < deadline and not squeue():
+        time.sleep(0.2)
+    assert squeue(), "no job was submitted"
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=300)
+    deadline = time.time() + 60
+    while time.time() < deadline and squeue():
+        time.sleep(0.5)
+    assert not squeue()
+
+
+def squeue() -> list[str]:
+    return subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncGenerator, Iterator
@@ -81,9 +82,17 @@ class ShellCommand(submitit.helpers.Checkpointable):
 
     def __call__(self) -> None:
         print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
-        status = subprocess.run(self.command, shell=True, executable="/bin/bash").returncode
+        status = subprocess.run(
+            self.command, shell=True, executable="/bin/bash", preexec_fn=_ignore_requeue_signal
+        ).returncode
         if status != 0:
             raise RuntimeError(f"the Snakemake job exited with status {status}")
+
+
+def _ignore_requeue_signal() -> None:
+    """SLURM signals every process of the step before the time limit; only submitit's handler (in the
+    task's Python process) acts on it, requeueing the task; the job itself runs on until stopped."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
 def _extra(text: str) -> dict[str, Any]:
