@@ -137,3 +137,21 @@ def test_sampling_is_deterministic_and_diagnostics_are_consistent(model):
     g = torch.from_numpy(out["guided"])
     ent = (torch.special.entr(torch.softmax(g, -1)).sum(-1) / np.log(model.vocab_size)).mean(0)
     np.testing.assert_allclose(d["entropy_guided"], ent.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_decode_step_gives_the_eager_logits(tmp_path, checkpoint):
+    """`compile: true` wraps the decode step in torch.compile (dynamic shapes); same numbers, CPU too."""
+    from softcfg.config import parse_model
+    from softcfg.models import load_model
+
+    entry = {"family": "digits", "checkpoint": str(checkpoint)}
+    eager, compiled = load_model(parse_model(entry)), load_model(parse_model({**entry, "compile": True}))
+    labels, tokens = (
+        torch.tensor([1, 2]),
+        torch.randint(0, 17, (2, 64), generator=torch.Generator().manual_seed(0)),
+    )
+    method = parse_method({"name": "softcfg", "gamma": 3.0, "k": 1.0})
+    a, b = replay(eager, method, labels, tokens), replay(compiled, method, labels, tokens)
+    for key in ("cond", "uncond", "guided"):
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-4, atol=1e-4)

@@ -48,6 +48,7 @@ class ModelEntry:
     dim: int | None = None
     depth: int | None = None
     heads: int | None = None
+    compile: bool = False  # torch.compile the one-token decode step (dynamic shapes: one graph)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def load_model(entry: ModelEntry) -> ARModel:
-    """Build the family's model from its checkpoint, in eval mode, on the entry's device and dtype."""
-    model = FAMILIES[entry.family](entry)
-    return model.to(device=entry.device, dtype=DTYPES[entry.dtype]).eval()
+    """Build the family's model from its checkpoint, in eval mode, on the entry's device and dtype, with
+    its decode step compiled when the entry asks for it."""
+    model = FAMILIES[entry.family](entry).to(device=entry.device, dtype=DTYPES[entry.dtype]).eval()
+    if entry.compile:  # positions and visible slots vary per step: dynamic, so one graph serves them all
+        model.decode = torch.compile(model.decode, dynamic=True)
+    return model
