@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +18,9 @@ import yaml
 
 from softcfg.config import ConfigError, load_run_config, parse_run_config
 from softcfg.metrics import METRICS
+
+if TYPE_CHECKING:
+    from softcfg.metrics.inception import InceptionWeights
 
 
 def _fail(message: str) -> None:
@@ -187,7 +191,8 @@ def _read_features(path: str) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, json.loads(str(arrays.pop("meta")))
 
 
-def _digits_feature_sets(samples_path: str, reference_path: str):
+def _digits_feature_sets(samples_path: str, reference_path: str) -> tuple[list, dict, tuple[str, str]]:
+    """(samples, reference) feature sets, class accuracy, and (extractor, reference) descriptions."""
     from softcfg.metrics.suite import FeatureSet, class_accuracy
 
     samples, meta = _read_features(samples_path)
@@ -203,7 +208,10 @@ def _digits_feature_sets(samples_path: str, reference_path: str):
     return sets, extras, describe
 
 
-def _inception_feature_sets(sample_paths: list[str], reference_path: str):
+def _inception_feature_sets(
+    sample_paths: list[str], reference_path: str
+) -> tuple[list, dict, tuple[str, str]]:
+    """(samples, reference) feature sets, no extras, and (extractor, reference) descriptions."""
     from softcfg.metrics.inception_features import reference_feature_set, sample_feature_set
 
     samples, meta = sample_feature_set(sample_paths)
@@ -272,7 +280,7 @@ def cmd_inception_weights(args: argparse.Namespace) -> None:
     print(f"inception weights: {weights.source}, sha256 {weights.sha256[:12]}, IS head: {weights.has_logits}")
 
 
-def _weights(path: str):
+def _weights(path: str) -> InceptionWeights:
     from softcfg.metrics.inception import describe_weights
 
     _check_inputs([path], "--weights")
