@@ -112,6 +112,12 @@ def _list(data: dict, key: str, where: str, kind: type) -> list:
     return values
 
 
+def _only(data: dict, allowed: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown key {where}.{unknown[0]} (allowed: {', '.join(allowed)})")
+
+
 def _mapping(data: Any, key: str, where: str = "config") -> dict:
     value = data.get(key) if isinstance(data, dict) else None
     if not isinstance(value, dict) or not value:
@@ -144,9 +150,7 @@ def load_sweep(config: dict) -> Sweep:
         "focus",
         "resources",
     )
-    unknown = sorted(set(config) - set(allowed))
-    if unknown:
-        raise ConfigError(f"unknown key config.{unknown[0]} (allowed: {', '.join(allowed)})")
+    _only(config, allowed, "config")
     results = Path(config.get("results", "results"))
 
     models, trained = {}, {}
@@ -172,9 +176,7 @@ def load_sweep(config: dict) -> Sweep:
         models[name] = parse_model(entry, where, check_files=not train)
 
     grid = _mapping(config, "grid")
-    unknown = sorted(set(grid) - {"gamma", "k"})
-    if unknown:
-        raise ConfigError(f"unknown key grid.{unknown[0]} (allowed: gamma, k)")
+    _only(grid, ("gamma", "k"), "grid")
     gammas, ks = _list(grid, "gamma", "grid", float), _list(grid, "k", "grid", float)
     seeds = _list(config, "seeds", "config", int) if "seeds" in config else [0]
 
@@ -260,9 +262,7 @@ def _evaluation(metrics: Any, models: dict, samples_per_run: int) -> dict[str, A
         "device",
         "batch_size",
     )
-    unknown = sorted(set(metrics) - set(allowed))
-    if unknown:
-        raise ConfigError(f"unknown key metrics.{unknown[0]} (allowed: {', '.join(allowed)})")
+    _only(metrics, allowed, "metrics")
     digits = sorted(n for n, m in models.items() if m.family in DIGITS_SUITE_FAMILIES)
     inception = sorted(n for n, m in models.items() if m.family not in DIGITS_SUITE_FAMILIES)
     reference = weights = size = None
