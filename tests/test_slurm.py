@@ -171,7 +171,7 @@ def test_interrupting_snakemake_cancels_its_jobs(cluster, tmp_path, model_path):
     root = workdir(tmp_path / "w", model_path)
     proc = snakemake(
         root, "--profile", str(REPO / "slurm"), *FAST_POLLING,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=interruptible,
     )  # fmt: skip
     deadline = time.time() + 600
     while time.time() < deadline and not squeue():
@@ -183,6 +183,11 @@ def test_interrupting_snakemake_cancels_its_jobs(cluster, tmp_path, model_path):
     while time.time() < deadline and squeue():
         time.sleep(0.5)
     assert not squeue()
+
+
+def interruptible() -> None:
+    """A test run in the background inherits an ignored SIGINT; Snakemake must see Ctrl-C here."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def squeue() -> list[str]:
