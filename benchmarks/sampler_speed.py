@@ -5,22 +5,25 @@ either the AliTok adapter itself (``--family alitok``, the default) or the plain
 samples batches of 8 with none / CFG / SoftCFG / SoftCFG + step norm in turn, round
 after round (the order reversed every round), so drifts in machine speed hit every method alike. Prints
 tokens/s per method (median over rounds), the quartiles of the per-round ratios (the machine's noise) and,
-last, the median per-round time ratio of SoftCFG + step norm to CFG.
+last, the median per-round time ratio of SoftCFG + step norm to CFG. With ``--compile`` a copy of the
+model with its decode step compiled runs CFG and SoftCFG + step norm in the same rounds, and the
+compiled/eager ratio is printed too.
 
     python benchmarks/sampler_speed.py [--family alitok|gpt] [--size XL] [--dtype bf16] [--rounds 20]
-        [--threads N] [--device cpu|cuda] [--diagnostics]
+        [--threads N] [--device cpu|cuda] [--diagnostics] [--compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
 import torch
 
 from softcfg.config import parse_method
-from softcfg.models import DTYPES
+from softcfg.models import DTYPES, compile_decode
 from softcfg.models.alitok import SIZES, AliTok, AliTokConfig
 from softcfg.models.gpt import ClassConditionalGPT, GPTConfig
 from softcfg.sampling.diagnostics import StepDiagnostics
@@ -46,6 +49,7 @@ def main() -> None:
     parser.add_argument("--family", choices=["alitok", "gpt"], default="alitok")
     parser.add_argument("--size", choices=sorted(SIZES), default=None, help="an official AliTok size instead")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd decode step")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -62,16 +66,23 @@ def main() -> None:
     labels = torch.arange(args.batch, device=args.device) % model.num_classes
     methods = {name: parse_method(m) for name, m in METHODS.items()}
     observers = {name: () for name in methods}
+    models = {name: model for name in methods}
     if args.diagnostics:
         methods["softcfg+stepnorm+diag"] = methods["softcfg+stepnorm"]
         observers["softcfg+stepnorm+diag"] = (StepDiagnostics(model.num_tokens, args.device),)
+        models["softcfg+stepnorm+diag"] = model
+    if args.compile:
+        compiled = compile_decode(copy.deepcopy(model))
+        for name in ("cfg", "softcfg+stepnorm"):
+            methods[f"{name}+compile"], observers[f"{name}+compile"] = methods[name], ()
+            models[f"{name}+compile"] = compiled
 
     def run(name: str) -> float:
         generator = torch.Generator(device=args.device).manual_seed(0)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         start = time.perf_counter()
-        generate(model, labels, methods[name], generator, observers[name])
+        generate(models[name], labels, methods[name], generator, observers[name])
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         return time.perf_counter() - start
@@ -95,6 +106,11 @@ def main() -> None:
     ratios = sorted(s / c for s, c in zip(times["softcfg+stepnorm"], times["cfg"], strict=True))
     q1, _, q3 = statistics.quantiles(ratios, n=4)
     print(f"per-round ratios softcfg+stepnorm/cfg: quartiles {q1:.4f} .. {q3:.4f} (machine noise)")
+    if args.compile:
+        compiled_ratios = [
+            c / e for c, e in zip(times["softcfg+stepnorm+compile"], times["softcfg+stepnorm"], strict=True)
+        ]
+        print(f"ratio compiled/eager (softcfg+stepnorm) {statistics.median(compiled_ratios):.4f}")
     print(f"ratio softcfg/cfg {statistics.median(ratios):.4f}")
 
 

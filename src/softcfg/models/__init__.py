@@ -51,6 +51,11 @@ def load_model(entry: ModelEntry) -> ARModel:
     """Build the family's model from its checkpoint, in eval mode, on the entry's device and dtype, with
     its decode step compiled when the entry asks for it."""
     model = FAMILIES[entry.family](entry).to(device=entry.device, dtype=DTYPES[entry.dtype]).eval()
-    if entry.compile:  # positions and visible slots vary per step: dynamic, so one graph serves them all
-        model.decode = torch.compile(model.decode, dynamic=True)
+    return compile_decode(model) if entry.compile else model
+
+
+def compile_decode(model: ARModel) -> ARModel:
+    """torch.compile the one-token decode step. Positions and visible slots change every step, so the
+    graph is dynamic: one compilation serves the whole loop."""
+    model.decode = torch.compile(model.decode, dynamic=True)
     return model
