@@ -88,7 +88,7 @@ def test_profile_slurm_gives_the_local_results_with_gpu_jobs_in_arrays(cluster, 
     pd.testing.assert_frame_equal(metric_values(root), local)
 
     jobs = sacct(since)
-    samples = [j for j in jobs if j[1] == "smk-sample"]
+    samples = [j for j in jobs if j[1].startswith("smk-sample-")]
     assert len(samples) == 6 and all("gres/gpu=1" in j[3] for j in samples)
     arrays = {j[0].split("_")[0] for j in jobs if j[1].startswith("smk-")}
     assert len(arrays) < len([j for j in jobs if j[1].startswith("smk-")])  # several jobs per sbatch
@@ -105,9 +105,7 @@ def test_a_cancelled_shard_job_is_retried_and_the_results_do_not_change(cluster,
     )  # fmt: skip
     victim, deadline = "", time.time() + 600
     while not victim and time.time() < deadline and proc.poll() is None:
-        running = subprocess.run(
-            ["squeue", "-h", "-n", "smk-sample", "-t", "R", "-o", "%i"], capture_output=True, text=True
-        ).stdout.split()
+        running = squeue("smk-sample-", "R")
         victim = running[0] if running else ""
         time.sleep(0.2)
     assert victim, "no sampling job was seen running"
@@ -149,9 +147,7 @@ def test_a_requeued_shard_resumes_from_its_last_completed_batch(cluster, tmp_pat
     deadline = time.time() + 600
     while time.time() < deadline and len(list(kept.glob("batch_*.npz"))) < 5:
         time.sleep(0.2)
-    job = subprocess.run(
-        ["squeue", "-h", "-n", "smk-sample", "-o", "%i"], capture_output=True, text=True
-    ).stdout.split()
+    job = squeue("smk-sample-")
     assert len(job) == 1, "the shard job must be running"
     subprocess.run(["scontrol", "requeue", job[0]], check=True)
     output, _ = proc.communicate(timeout=900)
@@ -190,5 +186,8 @@ def interruptible() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def squeue() -> list[str]:
-    return subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+def squeue(prefix: str = "", state: str | None = None) -> list[str]:
+    """Ids of the queued jobs whose name starts with ``prefix`` (in ``state``, if given)."""
+    cmd = ["squeue", "-h", "-o", "%i %j"] + (["-t", state] if state else [])
+    lines = subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines()
+    return [line.split()[0] for line in lines if line.split()[1].startswith(prefix)]

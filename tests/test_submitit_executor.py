@@ -15,7 +15,7 @@ def executor(tmp_path, monkeypatch, user_file: str | None = None, **settings):
     monkeypatch.setattr(plugin, "USER_FILE", tmp_path / "slurm.yaml")
     if user_file is not None:
         (tmp_path / "slurm.yaml").write_text(user_file)
-    fake = SimpleNamespace(settings=plugin.ExecutorSettings(**settings))
+    fake = SimpleNamespace(settings=plugin.ExecutorSettings(**settings), tag="t1")
     fake.site = plugin.Executor._site_defaults(fake)
     return fake
 
@@ -38,7 +38,7 @@ def test_rule_resources_become_sbatch_parameters(tmp_path, monkeypatch):
         ),
     )
     assert params == {
-        "job_name": "smk-sample",
+        "job_name": "smk-sample-t1",
         "cpus_per_task": 4,
         "time": 120,
         "signal_delay_s": 90,

@@ -5,7 +5,8 @@ Snakemake hands over every job that is ready at one moment; jobs asking for the 
 submitit runs the job's Snakemake command; a task that is preempted or reaches its time limit is
 requeued by submitit (the command is checkpointable: it simply runs again, and the package's commands
 resume from what they completed). States are read through submitit (``sacct``); a failed job is
-reported with its log file; interrupting Snakemake cancels every job it submitted.
+reported with its log file; interrupting Snakemake cancels every job it submitted (job names carry a
+per-run tag, ``smk-<rule>-<tag>``).
 
 Resources per rule: ``threads`` -> cpus per task, ``gpu`` -> gpus per node, ``mem_mb``, ``runtime``
 (minutes), ``slurm_partition``, ``slurm_account``, ``constraint``, ``qos``, and ``slurm_extra``
@@ -21,6 +22,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +119,8 @@ class Executor(RemoteExecutor):
         self.site = self._site_defaults()
         self.folder = Path(self.settings.log_dir) / "%j"
         self.sbatch_calls = 0
+        self.tag = uuid.uuid4().hex[:8]  # in every job name, so an interrupt can cancel by name
+        self.names: set[str] = set()
 
     def _site_defaults(self) -> dict[str, str]:
         """Partition, account, qos, constraint: executor settings (CLI, environment), then the user file."""
@@ -135,7 +139,7 @@ class Executor(RemoteExecutor):
         """submitit's SlurmExecutor parameters for one job, from its rule's resources."""
         res = job.resources
         params: dict[str, Any] = {
-            "job_name": f"smk-{job.name}",
+            "job_name": f"smk-{job.name}-{self.tag}",
             "cpus_per_task": job.threads,
             "time": int(res.get("runtime") or self.settings.runtime),
             "signal_delay_s": self.settings.signal_delay_s,
@@ -177,6 +181,7 @@ class Executor(RemoteExecutor):
     def _submit_array(self, params: dict[str, Any], jobs: list[JobExecutorInterface]) -> None:
         executor = submitit.SlurmExecutor(folder=self.folder)
         executor.update_parameters(**params)
+        self.names.add(params["job_name"])
         try:
             with executor.batch():
                 handles = [executor.submit(ShellCommand(self.format_job_exec(job))) for job in jobs]
@@ -210,9 +215,13 @@ class Executor(RemoteExecutor):
                     self.report_job_success(info)
 
     def cancel_jobs(self, active_jobs: list[SubmittedJobInfo]) -> None:
+        """Cancel by id, then by this run's job names: an interrupt that lands between ``sbatch`` and the
+        registration of its jobs must not leave them running."""
         ids = [info.external_jobid for info in active_jobs if info.external_jobid]
         for chunk in _chunks(ids, 500):
             subprocess.run(["scancel", *chunk], check=False, capture_output=True)
+        for name in sorted(self.names):
+            subprocess.run(["scancel", f"--name={name}"], check=False, capture_output=True)
 
     def shutdown(self) -> None:
         self.logger.info(f"submitit: {self.sbatch_calls} sbatch calls")
