@@ -165,20 +165,24 @@ def test_a_requeued_shard_resumes_from_its_last_completed_batch(cluster, tmp_pat
 
 def test_interrupting_snakemake_cancels_its_jobs(cluster, tmp_path, model_path):
     root = workdir(tmp_path / "w", model_path)
+    since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     proc = snakemake(
         root, "--profile", str(REPO / "slurm"), *FAST_POLLING,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=interruptible,
     )  # fmt: skip
-    deadline = time.time() + 600
-    while time.time() < deadline and not squeue():
+    deadline = time.time() + 600  # interrupt while shard jobs run (Snakemake's own local jobs are done)
+    while time.time() < deadline and not squeue("smk-sample-", "R"):
         time.sleep(0.2)
-    assert squeue(), "no job was submitted"
+    assert squeue("smk-sample-", "R"), "no shard job was seen running"
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=300)
+    proc.wait(timeout=60)  # it stops rather than finishing the sweep
     deadline = time.time() + 60
     while time.time() < deadline and squeue():
         time.sleep(0.5)
     assert not squeue()
+    time.sleep(2)  # accounting
+    assert any(j[2].startswith("CANCELLED") for j in sacct(since) if j[1].startswith("smk-"))
+    assert not (root / "results" / "metrics.parquet").exists()
 
 
 def interruptible() -> None:
