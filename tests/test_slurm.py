@@ -161,25 +161,29 @@ def test_a_requeued_shard_resumes_from_its_last_completed_batch(cluster, tmp_pat
     subprocess.run([*cmd, "--out", str(direct), "--no-progress"], check=True, cwd=root)
     shard = root / "results" / "samples" / "tiny-cfg-g2-k1-s0" / "shard_0000.npz"
     assert shard.read_bytes() == direct.read_bytes() and not kept.exists()
+    # SLURM may start the requeued job once more after Snakemake has its result; clear it for later tests
+    for leftover in squeue("smk-sample-"):
+        subprocess.run(["scancel", leftover], check=False)
 
 
 def test_interrupting_snakemake_cancels_its_jobs(cluster, tmp_path, model_path):
     root = workdir(tmp_path / "w", model_path)
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    before = set(squeue())  # jobs of earlier tests are not this test's business
     proc = snakemake(
         root, "--profile", str(REPO / "slurm"), *FAST_POLLING,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=interruptible,
     )  # fmt: skip
     deadline = time.time() + 600  # interrupt while shard jobs run (Snakemake's own local jobs are done)
-    while time.time() < deadline and not squeue("smk-sample-", "R"):
+    while time.time() < deadline and not set(squeue("smk-sample-", "R")) - before:
         time.sleep(0.2)
-    assert squeue("smk-sample-", "R"), "no shard job was seen running"
+    assert set(squeue("smk-sample-", "R")) - before, "no shard job was seen running"
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)  # it stops rather than finishing the sweep
     deadline = time.time() + 60
-    while time.time() < deadline and squeue():
+    while time.time() < deadline and set(squeue()) - before:
         time.sleep(0.5)
-    assert not squeue()
+    assert not set(squeue()) - before
     time.sleep(2)  # accounting
     assert any(j[2].startswith("CANCELLED") for j in sacct(since) if j[1].startswith("smk-"))
     assert not (root / "results" / "metrics.parquet").exists()
