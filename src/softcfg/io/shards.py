@@ -66,9 +66,14 @@ def write_shard(path: str | Path, images: np.ndarray, labels: np.ndarray, manife
     atomic_write_text(manifest_path(path), json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def check_shard_arrays(images: np.ndarray, labels: np.ndarray, source: str) -> None:
+def check_images(images: np.ndarray, source: str) -> None:
+    """ADM's image layout: ``arr_0`` uint8 [N, H, W, 3]."""
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"{source}: arr_0 must be uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
+
+
+def check_shard_arrays(images: np.ndarray, labels: np.ndarray, source: str) -> None:
+    check_images(images, source)
     if labels.dtype != np.int64 or labels.shape != (images.shape[0],):
         raise ValueError(
             f"{source}: arr_1 must be int64 [{images.shape[0]}], got {labels.dtype} {labels.shape}"

@@ -8,7 +8,9 @@ chunks of 5000, no shuffling); precision/recall use ADM's manifold estimate, in 
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,10 +55,7 @@ class MomentSums:
 
 
 def merge(parts: list[MomentSums]) -> MomentSums:
-    total = parts[0]
-    for part in parts[1:]:
-        total = total + part
-    return total
+    return functools.reduce(operator.add, parts)
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from softcfg.io.atomic import sha256_file
-from softcfg.io.shards import npz_headers, write_npz
+from softcfg.io.shards import check_images, npz_headers, write_npz
 from softcfg.metrics.adm import PR_NEIGHBOURS, MomentSums, merge
 from softcfg.metrics.images_dataset import ImagesDataset
 from softcfg.metrics.inception import (
@@ -38,13 +38,6 @@ REFERENCE_STATS = {
     "mu_s": (SPATIAL_DIM,),
     "sigma_s": (SPATIAL_DIM, SPATIAL_DIM),
 }
-
-
-def check_images(images: np.ndarray, source: str, min_count: int = 1) -> None:
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"{source}: arr_0 must be uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
-    if images.shape[0] < min_count:
-        raise ValueError(f"{source}: {images.shape[0]} images, at least {min_count} needed")
 
 
 def extract(
