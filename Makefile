@@ -23,15 +23,19 @@ demo: install
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --report results/report.html
 
+# Code style, the workflow's own lint, and the committed config schema against the config models.
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/snakemake --lint
+	$(BIN)/softcfg schema --check
 
+# Tiers by marker: unit, workflow, cluster (`pytest -m unit` ...); slow ones of any tier in test-slow.
 test-fast: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=20
 
 test-slow: install
-	$(BIN)/pytest -q -m slow
+	$(BIN)/pytest -q -m slow --durations=20
 
 test: lint test-fast test-slow
 

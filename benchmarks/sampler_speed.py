@@ -22,8 +22,9 @@ import time
 
 import torch
 
-from softcfg.config import parse_method
-from softcfg.models import DTYPES, compile_decode
+from softcfg.conditioning import ClassLabels
+from softcfg.methods import parse_method
+from softcfg.models.loading import DTYPES, compile_decode
 from softcfg.models.alitok import SIZES, AliTok, AliTokConfig
 from softcfg.models.gpt import ClassConditionalGPT, GPTConfig
 from softcfg.sampling.diagnostics import StepDiagnostics
@@ -63,7 +64,7 @@ def main() -> None:
     else:
         model = AliTok(SIZES[args.size] if args.size else AliTokConfig(dim=256, depth=4, heads=4))
     model = model.to(device=args.device, dtype=DTYPES[args.dtype]).eval()
-    labels = torch.arange(args.batch, device=args.device) % model.num_classes
+    labels = ClassLabels(torch.arange(args.batch, device=args.device) % model.num_classes)
     methods = {name: parse_method(m) for name, m in METHODS.items()}
     observers = {name: () for name in methods}
     models = {name: model for name in methods}

@@ -9,12 +9,15 @@ rule aggregate:
         metrics=layout.metrics_table(RESULTS),
         steps=layout.steps_table(RESULTS),
     log:
-        LOGS / "aggregate.log",
+        layout.log(RESULTS, "aggregate"),
+    benchmark:
+        layout.benchmark(RESULTS, "aggregate")
     params:
+        results=RESULTS,
         runs=" ".join(sorted(RUNS)),
     localrule: True
     conda:
         "../envs/report.yaml"
     shell:
-        "softcfg aggregate --results {RESULTS} --metrics-out {output.metrics} --steps-out {output.steps}"
-        " {params.runs} > {log} 2>&1"
+        "softcfg aggregate --results {params.results} --metrics-out {output.metrics}"
+        " --steps-out {output.steps} {params.runs} > {log} 2>&1"

@@ -8,7 +8,7 @@ rule reference_images:
         npz=layout.reference_images(RESULTS),
         manifest=layout.reference_images(RESULTS).with_suffix(".json"),
     log:
-        LOGS / "reference" / "images.log",
+        layout.log(RESULTS, "reference", "images"),
     localrule: True
     conda:
         "../envs/evaluate.yaml"
@@ -24,8 +24,10 @@ rule reference_features:
     output:
         layout.reference_features(RESULTS),
     log:
-        LOGS / "reference" / "features.log",
-    threads: SWEEP.resources["features"]["cpus"]
+        layout.log(RESULTS, "reference", "features"),
+    benchmark:
+        layout.benchmark(RESULTS, "reference", "features")
+    threads: stage_threads("features")
     resources:
         **stage_resources("features"),
     conda:
@@ -43,10 +45,10 @@ rule features:
     output:
         layout.features(RESULTS, "{run}"),
     log:
-        LOGS / "features" / "{run}.log",
+        layout.log(RESULTS, "features", "{run}"),
     benchmark:
-        RESULTS / "benchmarks" / "features" / "{run}.tsv"
-    threads: SWEEP.resources["features"]["cpus"]
+        layout.benchmark(RESULTS, "features", "{run}")
+    threads: stage_threads("features")
     resources:
         **stage_resources("features"),
     conda:
@@ -63,7 +65,7 @@ rule inception_weights:
         weights=layout.inception_weights(RESULTS),
         meta=layout.inception_weights(RESULTS).with_suffix(".json"),
     log:
-        LOGS / "inception" / "weights.log",
+        layout.log(RESULTS, "inception", "weights"),
     params:
         source=f"--source {SWEEP.inception_weights}" if SWEEP.inception_weights else "",
         head="--require-head" if "is" in SWEEP.metrics else "",
@@ -81,10 +83,12 @@ rule inception_reference:
     output:
         layout.inception_reference(RESULTS),
     log:
-        LOGS / "inception" / "reference.log",
+        layout.log(RESULTS, "inception", "reference"),
+    benchmark:
+        layout.benchmark(RESULTS, "inception", "reference")
     params:
         extraction=EXTRACTION,
-    threads: SWEEP.resources["features"]["cpus"]
+    threads: stage_threads("features")
     resources:
         **stage_resources("features"),
     conda:
@@ -96,19 +100,19 @@ rule inception_reference:
 
 rule inception_features:
     input:
-        shard=RESULTS / "samples" / "{run}" / "shard_{shard}.npz",
-        manifest=RESULTS / "samples" / "{run}" / "shard_{shard}.json",
+        shard=layout.shard(RESULTS, "{run}", "{shard}"),
+        manifest=layout.shard(RESULTS, "{run}", "{shard}").with_suffix(".json"),
         weights=layout.inception_weights(RESULTS),
     output:
-        RESULTS / "features" / "{run}" / "shard_{shard}.npz",
+        layout.inception_features(RESULTS, "{run}", "{shard}"),
     log:
-        LOGS / "features" / "{run}" / "shard_{shard}.log",
+        layout.log(RESULTS, "features", "{run}", "shard_{shard}"),
     benchmark:
-        RESULTS / "benchmarks" / "features" / "{run}" / "shard_{shard}.tsv"
+        layout.benchmark(RESULTS, "features", "{run}", "shard_{shard}")
     params:
         extraction=EXTRACTION,
         size=REFERENCE_SIZE,
-    threads: SWEEP.resources["features"]["cpus"]
+    threads: stage_threads("features")
     resources:
         **stage_resources("features"),
     conda:
@@ -126,12 +130,14 @@ rule metrics:
     output:
         layout.metrics(RESULTS, "{run}"),
     log:
-        LOGS / "metrics" / "{run}.log",
+        layout.log(RESULTS, "metrics", "{run}"),
+    benchmark:
+        layout.benchmark(RESULTS, "metrics", "{run}")
     params:
         names=" ".join(SWEEP.metrics),
         kid=SWEEP.kid_subset_size,
-        pr=f"--device {SWEEP.feature_device}" + (" --pr-float16" if SWEEP.pr_float16 else ""),
-    threads: SWEEP.resources["metrics"]["cpus"]
+        pr=f"--device {METRICS_CONFIG.device}" + (" --pr-float16" if METRICS_CONFIG.pr_float16 else ""),
+    threads: stage_threads("metrics")
     resources:
         **stage_resources("metrics"),
     conda:

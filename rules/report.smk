@@ -7,23 +7,26 @@ rule tables:
     output:
         md=[
             report(
-                RESULTS / "tables" / f"{t}.md",
+                layout.table(RESULTS, t, "md"),
                 caption=f"../workflow/report/table_{t}.rst",
                 category="Tables",
             )
-            for t in SWEEP.tables
+            for t in SWEEP.config.tables
         ],
-        tex=[RESULTS / "tables" / f"{t}.tex" for t in SWEEP.tables],
+        tex=[layout.table(RESULTS, t, "tex") for t in SWEEP.config.tables],
     log:
-        LOGS / "tables.log",
+        layout.log(RESULTS, "tables"),
     params:
-        names=" ".join(SWEEP.tables),
+        names=" ".join(SWEEP.config.tables),
+        gamma=FOCUS_GAMMA,
+        k=FOCUS_K,
+        out_dir=RESULTS / "tables",
     localrule: True
     conda:
         "../envs/report.yaml"
     shell:
-        "softcfg tables --metrics {input} --gamma {FOCUS_GAMMA} --k {FOCUS_K}"
-        " --out-dir {RESULTS}/tables {params.names} > {log} 2>&1"
+        "softcfg tables --metrics {input} --gamma {params.gamma} --k {params.k}"
+        " --out-dir {params.out_dir} {params.names} > {log} 2>&1"
 
 
 rule figures:
@@ -34,17 +37,20 @@ rule figures:
     output:
         png=[
             report(
-                RESULTS / "figures" / f"{f}.png",
+                layout.figure(RESULTS, f, "png"),
                 caption=f"../workflow/report/figure_{f}.rst",
                 category="Figures",
             )
-            for f in SWEEP.figures
+            for f in SWEEP.config.figures
         ],
-        pdf=[RESULTS / "figures" / f"{f}.pdf" for f in SWEEP.figures],
+        pdf=[layout.figure(RESULTS, f, "pdf") for f in SWEEP.config.figures],
     log:
-        LOGS / "figures.log",
+        layout.log(RESULTS, "figures"),
     params:
-        names=" ".join(SWEEP.figures),
+        names=" ".join(SWEEP.config.figures),
+        gamma=FOCUS_GAMMA,
+        k=FOCUS_K,
+        out_dir=RESULTS / "figures",
         grid=" ".join(
             f"{model}/{method}={layout.shard(RESULTS, run, 0)}"
             for (model, method), run in focus_runs().items()
@@ -53,5 +59,6 @@ rule figures:
     conda:
         "../envs/report.yaml"
     shell:
-        "softcfg figures --metrics {input.metrics} --steps {input.steps} --gamma {FOCUS_GAMMA} --k {FOCUS_K}"
-        " --out-dir {RESULTS}/figures --sample-shards {params.grid} -- {params.names} > {log} 2>&1"
+        "softcfg figures --metrics {input.metrics} --steps {input.steps} --gamma {params.gamma}"
+        " --k {params.k} --out-dir {params.out_dir} --sample-shards {params.grid} -- {params.names}"
+        " > {log} 2>&1"

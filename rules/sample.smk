@@ -1,14 +1,14 @@
-# One RUN.yaml per run (rewritten when the sweep or the run's checkpoint changes), then one job per
-# (run, shard). The sample rule has no input function: it is the DAG's most numerous job.
+# One RUN.yaml per run (rewritten when the sweep, the run's checkpoint or its tokenizer changes), then
+# one job per (run, shard). The sample rule has no input function: it is the DAG's most numerous job.
 
 
 rule run_config:
     input:
-        checkpoint=lambda wc: RUNS[wc.run].config.model.checkpoint,
+        lambda wc: run_files(wc.run),
     output:
         layout.run_config(RESULTS, "{run}"),
     log:
-        LOGS / "run_config" / "{run}.log",
+        layout.log(RESULTS, "run_config", "{run}"),
     params:
         json=lambda wc: json.dumps(RUNS[wc.run].config.to_dict(), sort_keys=True),
     localrule: True
@@ -22,13 +22,13 @@ rule sample:
     input:
         layout.run_config(RESULTS, "{run}"),
     output:
-        npz=RESULTS / "samples" / "{run}" / "shard_{shard}.npz",
-        manifest=RESULTS / "samples" / "{run}" / "shard_{shard}.json",
+        npz=layout.shard(RESULTS, "{run}", "{shard}"),
+        manifest=layout.shard(RESULTS, "{run}", "{shard}").with_suffix(".json"),
     log:
-        LOGS / "sample" / "{run}" / "shard_{shard}.log",
+        layout.log(RESULTS, "sample", "{run}", "shard_{shard}"),
     benchmark:
-        RESULTS / "benchmarks" / "sample" / "{run}" / "shard_{shard}.tsv"
-    threads: SWEEP.resources["sample"]["cpus"]
+        layout.benchmark(RESULTS, "sample", "{run}", "shard_{shard}")
+    threads: stage_threads("sample")
     resources:
         **stage_resources("sample"),
     conda:
@@ -44,7 +44,7 @@ rule summarize_shards:
     output:
         layout.run_summary(RESULTS, "{run}"),
     log:
-        LOGS / "summarize" / "{run}.log",
+        layout.log(RESULTS, "summarize", "{run}"),
     localrule: True
     conda:
         "../envs/report.yaml"

@@ -5,12 +5,12 @@ rule train_generator:
     output:
         layout.generator_checkpoint(RESULTS, "{model}"),
     log:
-        LOGS / "train" / "{model}.log",
+        layout.log(RESULTS, "train", "{model}"),
     benchmark:
-        RESULTS / "benchmarks" / "train" / "{model}.tsv"
+        layout.benchmark(RESULTS, "train", "{model}")
     params:
         seed=lambda wc: SWEEP.trained_models[wc.model],
-    threads: SWEEP.resources["train"]["cpus"]
+    threads: stage_threads("train")
     resources:
         **stage_resources("train"),
     conda:
@@ -23,10 +23,10 @@ rule train_classifier:
     output:
         layout.classifier_checkpoint(RESULTS),
     log:
-        LOGS / "train" / "classifier.log",
+        layout.log(RESULTS, "train", "classifier"),
     benchmark:
-        RESULTS / "benchmarks" / "train" / "classifier.tsv"
-    threads: SWEEP.resources["train"]["cpus"]
+        layout.benchmark(RESULTS, "train", "classifier")
+    threads: stage_threads("train")
     resources:
         **stage_resources("train"),
     conda:

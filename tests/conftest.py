@@ -76,3 +76,10 @@ def generated_images(n: int, size: int, seed: int, palette_shift: int = 0) -> np
             img[y : y + h, x : x + w] = (rng.uniform(0, 255, 3) + palette_shift) % 256
         images[i] = np.clip(img, 0, 255).astype(np.uint8)
     return images
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tiers: every test not marked ``workflow`` or ``cluster`` is a ``unit`` test (``-m unit``)."""
+    for item in items:
+        if not any(item.get_closest_marker(tier) for tier in ("workflow", "cluster")):
+            item.add_marker(pytest.mark.unit)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from softcfg.config import parse_method
+from softcfg.conditioning import ClassLabels
+from softcfg.methods import parse_method
 from softcfg.models.alitok import (
     SIZES,
     AliTok,
@@ -93,7 +94,7 @@ def test_rope_table_matches_the_upstream_formulas():
 
 def _tokens(batch=3, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 4096, (batch, 273), generator=g), torch.tensor([3, 999, 0])[:batch]
+    return torch.randint(0, 4096, (batch, 273), generator=g), ClassLabels(torch.tensor([3, 999, 0])[:batch])
 
 
 def test_cached_decode_equals_full_forward_and_class_ids():
@@ -120,7 +121,9 @@ def test_cached_decode_equals_full_forward_and_class_ids():
 def test_every_guidance_method_runs(method):
     torch.manual_seed(0)
     model = AliTok(TINY).eval()
-    tokens = generate(model, torch.tensor([1, 2]), parse_method(method), torch.Generator().manual_seed(0))
+    tokens = generate(
+        model, ClassLabels(torch.tensor([1, 2])), parse_method(method), torch.Generator().manual_seed(0)
+    )
     assert tokens.shape == (2, 273) and tokens.min() >= 0 and tokens.max() < 4096
 
 
@@ -172,7 +175,7 @@ def test_softcfg_equals_the_authors_in_place_cache_scaling(target):
 
 def test_bf16_model_entry_samples_and_keeps_rope_in_float32(tmp_path):
     from softcfg.config import parse_model
-    from softcfg.models import load_model
+    from softcfg.models.loading import load_model
 
     torch.manual_seed(0)
     torch.save(AliTok(TINY).generator.state_dict(), tmp_path / "g.bin")
@@ -191,5 +194,5 @@ def test_bf16_model_entry_samples_and_keeps_rope_in_float32(tmp_path):
         model.generator.output.weight.dtype == torch.bfloat16 and model.generator.rope.dtype == torch.float32
     )
     method = parse_method({"name": "softcfg", "gamma": 3.0, "k": 1.0})
-    tokens = generate(model, torch.tensor([0, 1]), method, torch.Generator().manual_seed(0))
+    tokens = generate(model, ClassLabels(torch.tensor([0, 1])), method, torch.Generator().manual_seed(0))
     assert tokens.shape == (2, 273) and tokens.max() < 4096

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from softcfg.guidance import cfg_combine, sampling_logits, top_k_filter, top_p_filter
+from softcfg.guidance.cfg import cfg_combine, sampling_logits, top_k_filter, top_p_filter
 
 
 def test_cfg_combine_is_the_papers_form():
@@ -48,7 +48,7 @@ def test_temperature_divides_before_filters():
 
 
 def test_sample_tokens_follows_the_distribution():
-    from softcfg.guidance import sample_tokens
+    from softcfg.guidance.cfg import sample_tokens
 
     logits = torch.tensor([0.0, 1.0, float("-inf"), 2.0, -1.0]).log_softmax(-1)
     rows = logits.expand(200_000, -1)

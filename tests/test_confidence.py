@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from softcfg.guidance import CONFIDENCES, StepLogits, normalized_entropy
+from softcfg.guidance.confidence import CONFIDENCES, StepLogits
+from softcfg.guidance.entropy import normalized_entropy
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

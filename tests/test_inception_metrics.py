@@ -9,7 +9,7 @@ import pytest
 from conftest import generated_images
 from softcfg.metrics import adm, inception_features
 from softcfg.metrics.inception import POOL, SPATIAL
-from softcfg.metrics.inception_features import feature_set, features_arrays, merge_arrays
+from softcfg.metrics.inception_features import feature_set, features_arrays, merged_feature_set
 from softcfg.metrics.suite import compute_metrics
 from test_adm_metrics import adm_fid, brute_force_pr, softmax_is
 
@@ -44,7 +44,7 @@ def arrays(extracted):
 
 def test_fid_and_sfid_equal_adms_sqrtm_on_the_raw_features(extracted):
     shards, reference, raw = extracted
-    ours = compute_metrics(feature_set(merge_arrays(shards)), feature_set(reference), ("fid", "sfid"))
+    ours = compute_metrics(merged_feature_set(shards), feature_set(reference), ("fid", "sfid"))
     for metric, layer in (("fid", POOL), ("sfid", SPATIAL)):
         x = np.concatenate([raw[0][layer], raw[1][layer]]).astype(np.float64)
         y = raw[2][layer].astype(np.float64)
@@ -54,14 +54,19 @@ def test_fid_and_sfid_equal_adms_sqrtm_on_the_raw_features(extracted):
     assert raw[2][SPATIAL].shape == (200, 17 * 17 * 7)
 
 
-def test_merged_shards_equal_the_concatenation(arrays):
+def test_merged_shards_equal_the_concatenation_and_the_old_sums(arrays):
+    """Statistics computed at merge time from the shards' float32 features: numpy's over the
+    concatenation, and the float64 sums and outer-product sums the previous layout stored per shard."""
     shards, _ = arrays
-    merged = merge_arrays(shards)
-    x = np.concatenate([s["pool"] for s in shards]).astype(np.float64)
-    got = adm.MomentSums(int(merged["pool_n"]), merged["pool_sum"], merged["pool_outer"])
-    cov = np.cov(x, rowvar=False)
-    assert np.abs(got.covariance - cov).max() <= 1e-10 * np.abs(cov).max()
-    assert np.abs(got.mean - x.mean(0)).max() <= 1e-10 * np.abs(x.mean(0)).max()
+    merged = merged_feature_set(shards)
+    for got, name in ((merged.fid, "pool"), (merged.sfid, "spatial")):
+        x = np.concatenate([s[name] for s in shards]).astype(np.float64)
+        cov = np.cov(x, rowvar=False)
+        assert np.abs(got.sigma - cov).max() <= 1e-10 * np.abs(cov).max()
+        assert np.abs(got.mu - x.mean(0)).max() <= 1e-10 * np.abs(x.mean(0)).max()
+        old = adm.merge([adm.MomentSums.of(s[name]) for s in shards])
+        assert np.abs(got.sigma - old.covariance).max() <= 1e-10 * np.abs(old.covariance).max()
+        assert np.abs(got.mu - old.mean).max() <= 1e-10 * np.abs(old.mean).max()
 
 
 def test_inception_score_from_softmax_probabilities(arrays):

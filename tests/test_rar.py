@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from softcfg.config import parse_method
+from softcfg.conditioning import ClassLabels
+from softcfg.methods import parse_method
 from softcfg.models.maskgit_vq import MaskGitDecoder, SameConv2d, load_maskgit_decoder
 from softcfg.models.rar import RAR, SIZES, RARConfig, RARGenerator, load_rar
 from softcfg.sampling.next_token import generate
@@ -74,7 +75,7 @@ def test_tiny_round_trip_and_mismatch(tmp_path):
 
 def _tokens(batch=2, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 1024, (batch, 256), generator=g), torch.tensor([5, 998])[:batch]
+    return torch.randint(0, 1024, (batch, 256), generator=g), ClassLabels(torch.tensor([5, 998])[:batch])
 
 
 def test_cached_decode_equals_full_forward():
@@ -85,7 +86,7 @@ def test_cached_decode_equals_full_forward():
     out = replay(model, parse_method({"name": "cfg", "gamma": 3.0, "k": 1.0}), labels, tokens)
     np.testing.assert_allclose(out["cond"], full.numpy(), rtol=1e-4, atol=2e-4)
     with torch.no_grad():
-        uncond = model(torch.full_like(labels, model.null_class), tokens)
+        uncond = model(model.unconditional(labels), tokens)
     np.testing.assert_allclose(out["uncond"], uncond.numpy(), rtol=1e-4, atol=2e-4)
 
 
@@ -113,7 +114,10 @@ def test_slot_layout_and_target_aware_positions():
 )
 def test_every_guidance_method_runs(method):
     tokens = generate(
-        random_rar(), torch.tensor([1, 2]), parse_method(method), torch.Generator().manual_seed(0)
+        random_rar(),
+        ClassLabels(torch.tensor([1, 2])),
+        parse_method(method),
+        torch.Generator().manual_seed(0),
     )
     assert tokens.shape == (2, 256) and tokens.min() >= 0 and tokens.max() < 1024
 

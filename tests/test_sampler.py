@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from softcfg.config import parse_method
-from softcfg.guidance import CONFIDENCES, StepLogits, step_normalized_weights
+from softcfg.conditioning import ClassLabels
+from softcfg.methods import parse_method
+from softcfg.guidance.confidence import CONFIDENCES, StepLogits
+from softcfg.guidance.weights import step_normalized_weights
 from softcfg.sampling.diagnostics import StepDiagnostics
 from softcfg.sampling.next_token import generate
 from softcfg.sampling.replay import replay
@@ -15,9 +17,8 @@ SOFT = {"name": "softcfg", "gamma": 3.0, "k": 1.0}
 
 def _tokens(model, batch=4, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, model.vocab_size, (batch, model.num_tokens), generator=g), torch.arange(
-        batch
-    ) % 10
+    tokens = torch.randint(0, model.vocab_size, (batch, model.num_tokens), generator=g)
+    return tokens, ClassLabels(torch.arange(batch) % 10)
 
 
 def test_cached_decode_equals_full_forward(model):
@@ -33,7 +34,7 @@ def test_cfg_replay_is_the_cfg_of_uncached_passes(model):
     method = parse_method({"name": "cfg", "gamma": 2.5, "k": 1.5})
     out = replay(model, method, labels, tokens)
     cond = model(labels, tokens).detach().numpy()
-    uncond = model(torch.full_like(labels, model.null_class), tokens).detach().numpy()
+    uncond = model(ClassLabels(torch.full_like(labels.labels, model.null_class)), tokens).detach().numpy()
     scales = np.array(method.scales(model.num_tokens))[None, :, None]
     np.testing.assert_allclose(out["uncond"], uncond, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(out["guided"], uncond + scales * (cond - uncond), rtol=1e-4, atol=2e-4)
@@ -50,8 +51,8 @@ def test_softcfg_strength_zero_reproduces_cfg_exactly(model):
 
 def _authors_in_place_replay(model, labels, tokens, method):
     """SoftCFG the authors' way: scale the stored uncond cache in place by W_t / W_{t-1} every step."""
-    batch = labels.shape[0]
-    rows = torch.cat([labels, torch.full_like(labels, model.null_class)])
+    batch = len(labels)
+    rows = ClassLabels(torch.cat([labels.labels, torch.full_like(labels.labels, model.null_class)]))
     cache = model.new_cache(2 * batch)
     q = torch.zeros(batch, model.num_tokens)
     previous = torch.ones(batch, 0)
@@ -114,15 +115,17 @@ def test_none_runs_a_single_batch(model):
         return original(tokens, index, cache, slot_weights)
 
     model.decode = spy
-    generate(model, torch.arange(5), parse_method({"name": "none"}), torch.Generator().manual_seed(0))
+    generate(
+        model, ClassLabels(torch.arange(5)), parse_method({"name": "none"}), torch.Generator().manual_seed(0)
+    )
     assert set(seen) == {5}
     seen.clear()
-    generate(model, torch.arange(5), parse_method(SOFT), torch.Generator().manual_seed(0))
+    generate(model, ClassLabels(torch.arange(5)), parse_method(SOFT), torch.Generator().manual_seed(0))
     assert set(seen) == {10}
 
 
 def test_sampling_is_deterministic_and_diagnostics_are_consistent(model):
-    labels = torch.arange(6) % 10
+    labels = ClassLabels(torch.arange(6) % 10)
     diag = StepDiagnostics(model.num_tokens)
     method = parse_method(SOFT)
     a = generate(model, labels, method, torch.Generator().manual_seed(7), [diag])
@@ -143,7 +146,7 @@ def test_sampling_is_deterministic_and_diagnostics_are_consistent(model):
 def test_compiled_decode_step_gives_the_eager_logits(tmp_path, checkpoint):
     """`compile: true` wraps the decode step in torch.compile (dynamic shapes); same numbers, CPU too."""
     from softcfg.config import parse_model
-    from softcfg.models import load_model
+    from softcfg.models.loading import load_model
 
     entry = {"family": "digits", "checkpoint": str(checkpoint)}
     eager, compiled = load_model(parse_model(entry)), load_model(parse_model({**entry, "compile": True}))

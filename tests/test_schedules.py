@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from softcfg.guidance import (
+from softcfg.guidance.schedules import (
     constant_schedule,
     cosine_power_schedule,
     linear_schedule,

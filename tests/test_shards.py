@@ -28,7 +28,7 @@ def test_npz_is_readable_and_byte_deterministic(tmp_path):
 def test_shard_manifest_checksum_is_verified(tmp_path):
     images, labels = _arrays()
     path = tmp_path / "shard_000.npz"
-    write_shard(path, images, labels, {"run": "x"})
+    write_shard(path, images, {"arr_1": labels}, {"run": "x"})
     manifest = json.loads(manifest_path(path).read_text())
     assert manifest["num_samples"] == 5 and len(manifest["npz_sha256"]) == 64
     got_images, got_labels = read_shard(path)
@@ -44,9 +44,9 @@ def test_shard_manifest_checksum_is_verified(tmp_path):
 def test_bad_arrays_are_refused_before_writing(tmp_path):
     images, labels = _arrays()
     with pytest.raises(ValueError, match="arr_0 must be uint8"):
-        write_shard(tmp_path / "s.npz", images.astype(np.float32), labels, {})
+        write_shard(tmp_path / "s.npz", images.astype(np.float32), {"arr_1": labels}, {})
     with pytest.raises(ValueError, match="arr_1 must be int64"):
-        write_shard(tmp_path / "s.npz", images, labels[:3], {})
+        write_shard(tmp_path / "s.npz", images, {"arr_1": labels[:3]}, {})
     assert list(tmp_path.iterdir()) == []
 
 
@@ -89,7 +89,7 @@ def slow(f, arrays):
     time.sleep(60)
 
 shards._write_npz = slow
-shards.write_shard({str(path)!r}, np.zeros((4, 8, 8, 3), np.uint8), np.zeros(4, np.int64), {{}})
+shards.write_shard({str(path)!r}, np.zeros((4, 8, 8, 3), np.uint8), {{"arr_1": np.zeros(4, np.int64)}}, {{}})
 """
     proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "writing"

@@ -5,10 +5,12 @@ script installs Debian packages and starts the daemons); CI runs it."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -21,9 +23,10 @@ from softcfg.io.shards import read_shard
 from softcfg.models.digits import save_digits_ar
 from test_workflow import REPO, small_config, snakemake
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 SCRIPT = REPO / "scripts" / "slurm-local.sh"
 FAST_POLLING = ["--seconds-between-status-checks", "2"]
+ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "COMPLETING")  # sacct states of a job that is not over
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +67,30 @@ def metric_values(root: Path) -> pd.DataFrame:
     return table[["run_id", "metric", "value"]].sort_values(["run_id", "metric"], ignore_index=True)
 
 
-def sacct(since: str) -> list[list[str]]:
-    out = subprocess.run(
-        ["sacct", "-n", "-P", "-S", since, "-o", "JobID,JobName,State,AllocTRES"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+def sacct(since: str, duplicates: bool = False) -> list[list[str]]:
+    """JobID, JobName, State, AllocTRES of the jobs (and steps) since ``since``; with ``duplicates``, one
+    row per start of a requeued job, in order."""
+    cmd = ["sacct", "-n", "-P", "-S", since, "-o", "JobID,JobName,State,AllocTRES"] + ["-D"] * duplicates
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return [line.split("|") for line in out.splitlines() if line]
+
+
+def job_fields(job: str) -> dict[str, str]:
+    """``scontrol show job`` as a mapping (JobState, Reason, Restarts, ...)."""
+    out = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True).stdout
+    return dict(item.split("=", 1) for item in out.split() if "=" in item)
+
+
+def restarted(job: str) -> bool:
+    fields = job_fields(job)
+    return fields.get("Restarts", "0") != "0" and fields.get("JobState") in ("RUNNING", "COMPLETED")
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +151,9 @@ def test_profile_slurm_sbatch_completes_the_same_sweep(cluster, local, tmp_path,
 
 
 def test_a_requeued_shard_resumes_from_its_last_completed_batch(cluster, tmp_path, model_path):
-    """Preemption as SLURM does it (the running job is killed and queued again): the task restarts, takes
-    the batches it completed, and writes the same bytes as an uninterrupted `softcfg sample`."""
+    """Preemption as SLURM does it (the running job is killed and queued again): the task runs exactly
+    once more, takes the batches it completed, and writes the same bytes as an uninterrupted `softcfg
+    sample`; the shard's log keeps both attempts. Every wait is for an event (files, job states)."""
     config = sweep_config(model_path)
     config["methods"] = {"cfg": config["methods"]["cfg"]}
     config["sampling"] = {"samples_per_run": 600, "shard_size": 600, "batch_size": 10}
@@ -139,6 +161,7 @@ def test_a_requeued_shard_resumes_from_its_last_completed_batch(cluster, tmp_pat
     root = tmp_path / "w"
     root.mkdir()
     (root / "config.yaml").write_text(yaml.safe_dump(config))
+    since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     proc = snakemake(
         root, "--profile", str(REPO / "slurm"), *FAST_POLLING,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -147,23 +170,38 @@ def test_a_requeued_shard_resumes_from_its_last_completed_batch(cluster, tmp_pat
     deadline = time.time() + 600
     while time.time() < deadline and len(list(kept.glob("batch_*.npz"))) < 5:
         time.sleep(0.2)
-    job = squeue("smk-sample-")
-    assert len(job) == 1, "the shard job must be running"
-    subprocess.run(["scontrol", "requeue", job[0]], check=True)
+    running = squeue("smk-sample-", "R")
+    assert len(running) == 1, "the shard job must be running"
+    job = running[0]
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    # SLURM holds a requeued job for 120 s (Reason=BeginTime); once it is queued again, release it now
+    wait_for(lambda: job_fields(job).get("Reason") == "BeginTime" or restarted(job), "the job queued again")
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=False)
     output, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, output[-3000:]
 
+    # exactly once more: one requeue, then completed; no other shard job (Snakemake did not retry)
+    def starts() -> list[tuple[str, str]]:
+        return [(j[0], j[2]) for j in sacct(since, duplicates=True) if j[1].startswith("smk-sample-")]
+
+    wait_for(lambda: starts()[-1][1] not in ACTIVE, "the requeued job to end in accounting")
+    assert starts() == [(job, "REQUEUED"), (job, "COMPLETED")], starts()
+    assert job_fields(job)["Restarts"] == "1" and not squeue("smk-sample-")
     log = (root / "results" / "logs" / "sample" / "tiny-cfg-g2-k1-s0" / "shard_0000.log").read_text()
-    assert "resumed: " in log and " of 60 batches were kept" in log
+    headers = [line for line in log.splitlines() if line.startswith("=== attempt ") and "started" in line]
+    assert len(headers) == 2, log
+    assert re.match(rf"=== attempt 1: SLURM job {job}\b.*, restart 0, snakemake attempt 1,", headers[0])
+    assert re.match(rf"=== attempt 2: SLURM job {job}\b.*, restart 1, snakemake attempt 1,", headers[1])
+    first, second = log.split(headers[1])
+    assert "=== attempt 1 was stopped by SLURM" in first and "resumed: " not in first
+    assert "resumed: " in second and " of 60 batches were kept" in second
+    assert second.endswith("=== attempt 2 succeeded ===\n")
     run_yaml = root / "results" / "runs" / "tiny-cfg-g2-k1-s0" / "run.yaml"
     direct = tmp_path / "direct.npz"
     cmd = [sys.executable, "-m", "softcfg.cli", "sample", "--config", str(run_yaml), "--shard", "0"]
     subprocess.run([*cmd, "--out", str(direct), "--no-progress"], check=True, cwd=root)
     shard = root / "results" / "samples" / "tiny-cfg-g2-k1-s0" / "shard_0000.npz"
     assert shard.read_bytes() == direct.read_bytes() and not kept.exists()
-    # SLURM may start the requeued job once more after Snakemake has its result; clear it for later tests
-    for leftover in squeue("smk-sample-"):
-        subprocess.run(["scancel", leftover], check=False)
 
 
 def test_interrupting_snakemake_cancels_its_jobs(cluster, tmp_path, model_path):

@@ -1,14 +1,23 @@
-"""The submitit executor's mapping from rule resources to SLURM parameters (no cluster needed; the
-end-to-end runs on a real SLURM are in test_slurm.py)."""
+"""The submitit executor's mapping from rule resources to SLURM parameters and what its array tasks do
+when SLURM stops or restarts them (no cluster needed; the end-to-end runs on a real SLURM are in
+test_slurm.py)."""
 
 from __future__ import annotations
 
+import os
+import shlex
+import signal
+import sys
 from types import SimpleNamespace
 
 import pytest
 from snakemake_interface_common.exceptions import WorkflowError
 
 import snakemake_executor_plugin_submitit as plugin
+from snakemake_executor_plugin_submitit.attempts import Attempts
+from softcfg.io.shards import manifest_path, shard_verified
+
+pytestmark = pytest.mark.cluster
 
 
 def executor(tmp_path, monkeypatch, user_file: str | None = None, **settings):
@@ -74,3 +83,95 @@ def test_settings_are_read_from_the_environment(monkeypatch):
     registered.register_cli_args(parser, "executor")
     settings = registered.get_settings(parser.parse_args([]))
     assert (settings.partition, settings.account, settings.runtime) == ("gpu", "proj", 60)
+
+
+def test_each_job_keeps_its_attempts_per_run_of_the_executor(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ex = executor(tmp_path, monkeypatch, log_dir=".snakemake/submitit")
+    ex.format_job_exec = lambda job: "snakemake --target-jobs sample:shard=0000"
+    sample = SimpleNamespace(jobid=7, attempt=2, log=["logs/s.log"], output=["s/shard_0000.npz"])
+    task = plugin.Executor.shell_command(ex, sample)
+    assert (task.command, task.snakemake_attempt) == ("snakemake --target-jobs sample:shard=0000", 2)
+    assert task.attempts.folder == tmp_path / ".snakemake" / "submitit" / "attempts" / "t1" / "7"
+    assert task.attempts.logs == [tmp_path / "logs" / "s.log"]
+
+
+@pytest.fixture
+def task(tmp_path, monkeypatch):
+    """A job as an array task sees it: SLURM's variables, a rule log written with ``> {log}``, a shard and
+    its manifest as outputs; SIGTERM's handler is restored afterwards."""
+    for key, value in {"SLURM_JOB_ID": "42", "SLURM_ARRAY_JOB_ID": "40", "SLURM_ARRAY_TASK_ID": "2"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    monkeypatch.setattr(plugin, "STOP_GRACE_S", 0.0)
+    previous = signal.getsignal(signal.SIGTERM)
+    shard = tmp_path / "samples" / "shard_0000.npz"
+    log = tmp_path / "logs" / "shard_0000.log"
+    attempts = Attempts(tmp_path / "attempts" / "5", logs=[log], outputs=[shard, manifest_path(shard)])
+    yield attempts
+    signal.signal(signal.SIGTERM, previous)
+
+
+WRITE_SHARD = """import hashlib, json, sys
+import numpy as np
+path = sys.argv[1]
+np.savez(path, arr_0=np.zeros((2, 4, 4, 3), np.uint8))
+digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+open(path[: -len(".npz")] + ".json", "w").write(json.dumps({"npz_sha256": digest}))
+"""
+
+
+def command(attempts: Attempts, word: str, then: str = "") -> str:
+    """What a rule's shell does: ``> {log}``, then a shard and its manifest."""
+    shard, log = attempts.outputs[0], attempts.logs[0]
+    script = attempts.folder.parent / "write_shard.py"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(WRITE_SHARD)
+    write = shlex.join([sys.executable, str(script), str(shard)])
+    return f"mkdir -p {shard.parent} {log.parent} && echo 'sampled {word}' > {log} && {write}{then}"
+
+
+def test_a_restart_after_success_keeps_the_verified_outputs_and_every_attempt_log(task, monkeypatch):
+    plugin.ShellCommand(command(task, "first"), task)()
+    shard = task.outputs[0]
+    stamp = shard.stat().st_mtime_ns
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # SLURM started the finished task again
+    plugin.ShellCommand(command(task, "second", "; exit 3"), task)()  # returns at once, runs nothing
+    assert shard.stat().st_mtime_ns == stamp
+    log = task.logs[0].read_text()
+    assert log.count("=== attempt ") == 4  # two headers, two outcomes
+    assert "attempt 1: SLURM job 40_2 (id 42), array index 2, restart 0, snakemake attempt 1" in log
+    assert "attempt 2: SLURM job 40_2 (id 42), array index 2, restart 1" in log
+    assert log.index("sampled first") < log.index("attempt 2 found the outputs complete and verified")
+    assert "sampled second" not in log
+
+    with shard.open("r+b") as f:  # same size and mtime, other bytes: the manifest's checksum catches it
+        f.seek(-1, 2)
+        f.write(b"\x01")
+    os.utime(shard, ns=(stamp, stamp))
+    plugin.ShellCommand(command(task, "third"), task)()
+    assert "sampled third" in task.logs[0].read_text() and shard_verified(shard)
+
+
+def test_an_attempt_stopped_by_slurm_leaves_no_result_and_its_log_survives_the_next(task):
+    stop = command(task, "first") + "; kill -TERM $PPID; exit 1"  # SLURM signals the whole step
+    with pytest.raises(SystemExit):  # submitit writes no result for it: the requeued start follows
+        plugin.ShellCommand(stop, task)()
+    with pytest.raises(RuntimeError, match="status 3"):  # a genuine failure is the job's result
+        plugin.ShellCommand(command(task, "second", "; exit 3"), task)()
+    plugin.ShellCommand(command(task, "third"), task)()
+    log = task.logs[0].read_text()
+    assert "attempt 1 was stopped by SLURM" in log and "attempt 2 failed with exit status 3" in log
+    assert log.index("sampled first") < log.index("sampled second") < log.index("sampled third")
+
+
+def test_an_attempt_killed_before_it_closed_its_log_is_closed_by_the_next(task):
+    assert task.begin(snakemake_attempt=1) == 1
+    task.logs[0].parent.mkdir(parents=True)
+    task.logs[0].write_text("batch 1 of 60\n")  # then SIGKILL: no end
+    assert task.begin(snakemake_attempt=1) == 2
+    task.logs[0].write_text("resumed\n")
+    task.end(2, "succeeded")
+    log = task.logs[0].read_text()
+    assert "batch 1 of 60\n=== attempt 1 was killed before it could close its log" in log
+    assert log.endswith("resumed\n=== attempt 2 succeeded ===\n")

@@ -38,10 +38,21 @@ def test_none_is_not_multiplied_by_gamma_and_k():
 
 
 def test_run_ids_are_stable_and_hashed_when_long():
-    assert run_id("digits", "cfg", 3.0, 1.0, 0) == "digits-cfg-g3-k1-s0"
-    long = run_id("m" * 40, "method_with_a_long_name", 2.25, 0.5, 7)
-    assert len(long) == 64 and long == run_id("m" * 40, "method_with_a_long_name", 2.25, 0.5, 7)
-    assert long != run_id("m" * 40, "method_with_a_long_name", 2.25, 0.5, 8)
+    assert run_id("digits", "cfg", {"gamma": 3.0, "k": 1.0}, 0) == "digits-cfg-g3-k1-s0"
+    axes = {"gamma": 2.25, "k": 0.5}
+    long = run_id("m" * 40, "method_with_a_long_name", axes, 7)
+    assert len(long) == 64 and long == run_id("m" * 40, "method_with_a_long_name", axes, 7)
+    assert long != run_id("m" * 40, "method_with_a_long_name", axes, 8)
+
+
+def test_schedules_that_ignore_k_are_not_multiplied_by_the_k_axis():
+    config = copy.deepcopy(BASE)
+    config["methods"] = {"llamagen": {"name": "cfg", "schedule": "constant"}}
+    ids = sorted(r for r in load_sweep(config).runs if r.endswith("-s0"))
+    assert ids == ["digits-llamagen-g1.5-s0", "digits-llamagen-g3-s0", "digits-llamagen-g5-s0"]
+    config["methods"]["llamagen"]["k"] = [0.0, 1.0]
+    with pytest.raises(ConfigError, match=r"methods\.llamagen\.k: method 'cfg' with these options does not"):
+        load_sweep(config)
 
 
 def _bad(path: str, value):
@@ -61,24 +72,37 @@ def _bad(path: str, value):
     ("path", "value", "message"),
     [
         ("methods.cfg.name", "pag", "methods.cfg.name: unknown method 'pag'"),
-        ("grid.gamma", [1.0, -2.0], "grid.gamma[1] must be >= 0"),
-        ("sampling.shard_size", 0, "sampling.shard_size must be >= 1"),
+        ("grid.gamma", [1.0, -2.0], "grid.gamma[1]: Input should be greater than or equal to 0"),
+        ("sampling.shard_size", 0, "sampling.shard_size: Input should be greater than 0"),
         (
             "models.ext",
             {"family": "digits", "checkpoint": "missing/model.pt"},
             "models.ext.checkpoint: file not found",
         ),
-        ("sampling.samples_per_run", 75, "must be a multiple of sampling.shard_size"),
+        (
+            "sampling.samples_per_run",
+            75,
+            "config.sampling.samples_per_run: 75 is not a multiple of shard_size (50)",
+        ),
+        ("sampling.seed", 3, "config.sampling.seed: give seeds as the top-level list config.seeds"),
         ("methods.cfg.gama", 2.0, "unknown key methods.cfg.gama"),
-        ("methods.none.gamma", [2.0], "methods.none.gamma/k: method 'none' runs no guidance"),
-        ("grid.k", KeyError, "grid.k must be a non-empty list"),
-        ("models.digits.family", "alitok", "models.digits.train: the workflow trains only"),
+        ("methods.none.gamma", [2.0], "unknown key methods.none.gamma"),
+        ("grid.gamma", KeyError, "missing key config.grid.gamma"),
+        (
+            "models.digits",
+            {"family": "alitok", "size": "B", "train": True},
+            "config.models.digits.train: the workflow cannot train family 'alitok'",
+        ),
+        ("models.digits", {"family": "digits"}, "config.models.digits.checkpoint: give the weights file"),
         (
             "models.ext",
             {"family": "vqgan", "checkpoint": "config.yaml"},
             "models.ext.family: unknown 'vqgan'",
         ),
-        ("metrics", {"names": ["fid", "lpips"]}, "metrics.names: unknown 'lpips'"),
+        ("metrics", {"names": ["fid", "lpips"]}, "metrics.names[1]: Input should be 'fid', 'sfid'"),
+        ("focus", {"gamma": 4.0, "k": 1.0}, "config.focus: no run has gamma 4 and k 1"),
+        ("resources", {"sample": {"gpu": -1}}, "config.resources.sample.gpu: Input should be greater than"),
+        ("resources", {"gpu": {"gpu": 1}}, "unknown key config.resources.gpu"),
     ],
 )
 def test_bad_configs_name_the_key(path, value, message):
@@ -87,20 +111,41 @@ def test_bad_configs_name_the_key(path, value, message):
     assert message in str(err.value)
 
 
-def test_default_config_and_schema_agree():
+def test_default_config_and_the_generated_schema_agree():
+    """The committed schema is what the config models generate, and it accepts config.yaml."""
+    import json
+
     import jsonschema
+
+    from softcfg.config import workflow_schema
 
     with open("config.yaml") as f:
         config = yaml.safe_load(f)
-    with open("workflow/schemas/config.schema.yaml") as f:
-        schema = yaml.safe_load(f)
+    with open("workflow/schemas/config.schema.json") as f:
+        schema = json.load(f)
+    assert schema == json.loads(json.dumps(workflow_schema())), "run: softcfg schema"
     jsonschema.validate(config, schema)
     sweep = load_sweep(config)
     methods = {run.method for run in sweep.runs.values()}
     assert {"none", "cfg", "softcfg", "softcfg_stepnorm"} <= methods
-    for bad in (_bad("grid.gamma", [-1.0]), _bad("sampling.shard_size", 0), _bad("methods.cfg.name", "pag")):
+    bad_configs = (
+        _bad("grid.gamma", [-1.0]),
+        _bad("sampling.shard_size", 0),
+        _bad("methods.cfg.name", "pag"),
+        _bad("methods.none.gamma", 2.0),
+        _bad("resources", {"sample": {"cpus": 0}}),
+    )
+    for bad in bad_configs:
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
+
+
+def test_resources_override_only_the_keys_given():
+    config = copy.deepcopy(BASE)
+    config["resources"] = {"sample": {"runtime": 240, "partition": "gpu"}}
+    resources = load_sweep(config).resources
+    assert (resources.sample.gpu, resources.sample.runtime, resources.sample.partition) == (1, 240, "gpu")
+    assert (resources.metrics.gpu, resources.metrics.mem_mb) == (0, 16000)
 
 
 def test_a_preset_method_is_one_run_at_the_preset_setting():
@@ -128,7 +173,7 @@ def test_inception_scored_models_need_a_valid_reference_batch(tmp_path, monkeypa
     np.savez(tmp_path / "ref.npz", arr_0=np.zeros((10, 32, 48, 3), np.uint8))
     sweep = load_sweep(inception_config(tmp_path, reference=str(tmp_path / "ref.npz")))
     assert sweep.metrics == ("fid", "sfid", "kid", "precision", "recall")  # IS needs the softmax head
-    assert sweep.reference_size == (32, 48) and next(iter(sweep.runs.values())).suite == "inception"
+    assert sweep.reference_size == (32, 48) and next(iter(sweep.runs.values())).extractor == "inception"
     with pytest.raises(ConfigError, match=r"metrics\.names: 'is' needs Inception's softmax head"):
         load_sweep(inception_config(tmp_path, reference=str(tmp_path / "ref.npz"), names=["fid", "is"]))
     weights = tmp_path / "full.pth"
@@ -143,7 +188,9 @@ def test_metrics_the_digits_classifier_cannot_give_are_refused():
     config = copy.deepcopy(BASE)
     assert load_sweep(copy.deepcopy(config)).metrics == ("fid", "is", "kid", "precision", "recall")
     config["metrics"] = {"names": ["fid", "sfid"]}
-    with pytest.raises(ConfigError, match=r"metrics\.names: 'sfid' needs Inception features; model 'digits'"):
+    with pytest.raises(
+        ConfigError, match=r"metrics\.names: 'sfid' is not given by the embedded digits classif"
+    ):
         load_sweep(config)
     config["metrics"] = {"reference": "ref.npz"}
     with pytest.raises(ConfigError, match=r"metrics\.reference / inception_weights: no model here"):

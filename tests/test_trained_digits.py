@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from softcfg.cli import main
-from softcfg.config import parse_method
+from softcfg.conditioning import ClassLabels
+from softcfg.methods import parse_method
 from softcfg.models.digits import load_digits_ar
 from softcfg.models.digits_classifier import load_digits_classifier
 from softcfg.sampling.next_token import generate
@@ -32,7 +33,7 @@ def test_training_reports_held_out_figures(trained):
 def test_cfg_raises_class_accuracy_over_no_guidance(trained):
     model = load_digits_ar(trained / "g.pt")
     classifier = load_digits_classifier(trained / "c.pt")
-    labels = torch.arange(300) % 10
+    labels = ClassLabels(torch.arange(300) % 10)
 
     def accuracy(method: dict) -> float:
         tokens = generate(model, labels, parse_method(method), torch.Generator().manual_seed(0))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from softcfg.guidance import step_normalized_weights, unnormalized_weights
+from softcfg.guidance.weights import step_normalized_weights, unnormalized_weights
 
 
 def _target(q: np.ndarray, floor: float, eps: float, strength: float) -> np.ndarray:

@@ -18,6 +18,7 @@ from conftest import random_digits_model
 from softcfg.models.digits import save_digits_ar
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.workflow
 
 
 def small_config(checkpoint: Path) -> dict:

@@ -18,7 +18,11 @@ from softcfg.models.maskgit_vq import MaskGitDecoder
 from softcfg.models.rar import RARConfig, RARGenerator
 from test_workflow import snakemake
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Matrix is singular")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.workflow,
+    pytest.mark.filterwarnings("ignore:Matrix is singular"),
+]
 
 SIZES = {"dim": 64, "depth": 2, "heads": 4}
 

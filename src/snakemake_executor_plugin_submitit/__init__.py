@@ -2,11 +2,12 @@
 
 Snakemake hands over every job that is ready at one moment; jobs asking for the same SLURM parameters
 (rule resources mapped below) are submitted together, one ``sbatch`` per array. Inside each array task
-submitit runs the job's Snakemake command; a task that is preempted or reaches its time limit is
-requeued by submitit (the command is checkpointable: it simply runs again, and the package's commands
-resume from what they completed). States are read through submitit (``sacct``); a failed job is
-reported with its log file; interrupting Snakemake cancels every job it submitted (job names carry a
-per-run tag, ``smk-<rule>-<tag>``).
+submitit runs the job's Snakemake command; a task that reaches its time limit is requeued by submitit,
+one that SLURM requeues itself (preemption, ``scontrol requeue``) restarts the same way. A stopped
+attempt reports no result, so the restart is the job's one next run (the package's commands resume from
+what they completed); the rule's log keeps every attempt under a header (attempts.py). States are read
+through submitit (``sacct``); a failed job is reported with its log file; interrupting Snakemake cancels
+every job it submitted (job names carry a per-run tag, ``smk-<rule>-<tag>``).
 
 Resources per rule: ``threads`` -> cpus per task, ``gpu`` -> gpus per node, ``mem_mb``, ``runtime``
 (minutes), ``slurm_partition``, ``slurm_account``, ``constraint``, ``qos``, and ``slurm_extra``
@@ -22,6 +23,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
@@ -36,8 +38,11 @@ from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
 
+from snakemake_executor_plugin_submitit.attempts import Attempts
+
 USER_FILE = Path("~/.config/softcfg/slurm.yaml")
 SITE_KEYS = ("partition", "account", "qos", "constraint")
+STOP_GRACE_S = 1.0  # how long a failed command waits for a SIGTERM that SLURM sent the step with it
 
 
 def _help(text: str, kind: type = str) -> dict[str, Any]:
@@ -76,17 +81,54 @@ common_settings = CommonSettings(
 
 
 class ShellCommand(submitit.helpers.Checkpointable):
-    """What an array task runs: one Snakemake job command. Checkpointable, so submitit requeues it on
-    preemption and at the time limit instead of letting it fail."""
+    """What an array task runs: one Snakemake job command. Checkpointable, so submitit requeues it at the
+    time limit instead of letting it fail.
 
-    def __init__(self, command: str) -> None:
+    When SLURM stops a task (requeue, preemption, cancel, time limit) it sends SIGTERM to every process of
+    the step and the Snakemake command dies of it. Reported as the job's result, that failure made
+    Snakemake submit a retry while SLURM started the requeued task as well, which then rewrote the outputs
+    and truncated the log after Snakemake had its result. So a stopped attempt leaves no result: the
+    requeued start is the one Snakemake waits for, and a cancelled or timed-out job is read as failed from
+    sacct. Every start is recorded in ``attempts`` (attempts.py); a start that finds the outputs of an
+    earlier successful start unchanged and verified returns at once."""
+
+    def __init__(self, command: str, attempts: Attempts | None = None, snakemake_attempt: int = 1) -> None:
         self.command = command
+        self.attempts = attempts
+        self.snakemake_attempt = snakemake_attempt
 
     def __call__(self) -> None:
+        stopped: list[int] = []
+        signal.signal(signal.SIGTERM, lambda signum, frame: stopped.append(signum))
+        attempts, number = self.attempts, 0
+        if attempts is not None:
+            number = attempts.begin(self.snakemake_attempt)
+            if attempts.complete():
+                attempts.end(number, "found the outputs complete and verified: not run again")
+                return
         print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
-        status = subprocess.run(
-            self.command, shell=True, executable="/bin/bash", preexec_fn=_ignore_requeue_signal
-        ).returncode
+        outcome = "ended by an exception (e.g. submitit's requeue at the time limit)"
+        try:
+            status = subprocess.run(
+                self.command, shell=True, executable="/bin/bash", preexec_fn=_ignore_requeue_signal
+            ).returncode
+            if status != 0 and not stopped:  # SLURM signals the whole step at once; allow for delivery
+                deadline = time.monotonic() + STOP_GRACE_S
+                while not stopped and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            if status == 0:
+                outcome = "succeeded"
+                if attempts is not None:
+                    attempts.record_complete()
+            elif stopped:
+                outcome = f"was stopped by SLURM (exit status {status}); the requeued start, if any, follows"
+            else:
+                outcome = f"failed with exit status {status}"
+        finally:
+            if attempts is not None:
+                attempts.end(number, outcome)
+        if status != 0 and stopped:
+            raise SystemExit(f"stopped by SLURM during attempt {number}: no result")  # not caught by submitit
         if status != 0:
             raise RuntimeError(f"the Snakemake job exited with status {status}")
 
@@ -178,13 +220,22 @@ class Executor(RemoteExecutor):
             for chunk in _chunks(members, self.settings.max_array_size):
                 self._submit_array(params, chunk)
 
+    def shell_command(self, job: JobExecutorInterface) -> ShellCommand:
+        """The task of one job; its attempts are kept per job and per run of this executor."""
+        attempts = Attempts(
+            Path(self.settings.log_dir).absolute() / "attempts" / self.tag / str(job.jobid),
+            logs=[Path(p).absolute() for p in job.log],
+            outputs=[Path(p).absolute() for p in job.output],
+        )
+        return ShellCommand(self.format_job_exec(job), attempts, job.attempt)
+
     def _submit_array(self, params: dict[str, Any], jobs: list[JobExecutorInterface]) -> None:
         executor = submitit.SlurmExecutor(folder=self.folder)
         executor.update_parameters(**params)
         self.names.add(params["job_name"])
         try:
             with executor.batch():
-                handles = [executor.submit(ShellCommand(self.format_job_exec(job))) for job in jobs]
+                handles = [executor.submit(self.shell_command(job)) for job in jobs]
         except Exception as exc:  # sbatch refused the array: every job in it failed to start
             for job in jobs:
                 self.report_job_error(SubmittedJobInfo(job), msg=f"sbatch failed: {exc}")

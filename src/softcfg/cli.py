@@ -1,7 +1,9 @@
 """The ``softcfg`` command line: the only entry point the workflow rules call.
 
-Every argument and config is validated before any model is loaded; a problem prints one line naming
-it and exits with status 2.
+Each command parses its arguments and calls the package; torch is imported only by the commands that
+run a model or an extractor. Bad input (a UserError: config, checkpoint, shard, argument) prints one
+line naming it and exits with status 2, before any model is loaded; any other error is a defect and
+keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 import yaml
 
-from softcfg.config import ConfigError, load_run_config, parse_run_config
+from softcfg.config import load_run_config, parse_run_config
 from softcfg.metrics import METRICS
+from softcfg.options import ConfigError, UserError
+from softcfg.report import FIGURES, TABLES
 
 if TYPE_CHECKING:
     from softcfg.metrics.inception import InceptionWeights
@@ -31,6 +34,8 @@ def _set_threads(threads: int | None) -> None:
     if threads is not None:
         if threads < 1:
             _fail(f"--threads must be >= 1, got {threads}")
+        import torch
+
         torch.set_num_threads(threads)
 
 
@@ -72,10 +77,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from softcfg.io.provenance import git_commit, package_versions
-    from softcfg.io.shards import write_shard
-    from softcfg.models import load_model
-    from softcfg.sampling.shards import discard_checkpoints, sample_shard
+    from softcfg.sampling.shards import write_run_shard
 
     run = load_run_config(args.config)
     if args.shard < 0:
@@ -83,37 +85,15 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if Path(args.out).suffix != ".npz":
         _fail(f"--out must end in .npz, got {args.out}")
     _set_threads(args.threads)
-    model = load_model(run.model)
-    checkpoints = Path(args.out).parent / f".{Path(args.out).stem}.batches"
-    key = json.dumps([run.config_hash(), _file_stamp(run.model.checkpoint), _file_stamp(run.model.tokenizer)])
-    shard = sample_shard(model, run, args.shard, not args.no_progress, checkpoints, key)
+    shard = write_run_shard(run, args.shard, Path(args.out), not args.no_progress)
     if shard.resumed:
         kept, total = shard.resumed, len(shard.batch_seeds)
         print(f"resumed: {kept} of {total} batches were kept from an earlier attempt")
-    manifest = {
-        "run": run.to_dict(),
-        "config_hash": run.config_hash(),
-        "shard_index": args.shard,
-        "label_scheme": "class = (shard_index * shard_size + i) % num_classes",
-        "batch_seeds": shard.batch_seeds,
-        "guidance_convention": "guided = uncond + gamma * (cond - uncond)",
-        "versions": package_versions(),
-        "git_commit": git_commit(),
-        "diagnostics": shard.diagnostics.as_dict() if shard.diagnostics is not None else None,
-    }
-    write_shard(args.out, shard.images, shard.labels, manifest)
-    discard_checkpoints(checkpoints)
-
-
-def _file_stamp(path: str | None) -> list | None:
-    """Size and modification time: which checkpoint file kept batches were sampled from."""
-    if path is None:
-        return None
-    stat = Path(path).stat()
-    return [stat.st_size, stat.st_mtime_ns]
 
 
 def _load_int_array(path: str, ndim: int, flag: str) -> np.ndarray:
+    import numpy as np
+
     _check_inputs([path], flag)
     try:
         array = np.load(path, allow_pickle=False)
@@ -125,8 +105,11 @@ def _load_int_array(path: str, ndim: int, flag: str) -> np.ndarray:
 
 
 def cmd_replay(args: argparse.Namespace) -> None:
+    import torch
+
+    from softcfg.conditioning import ClassLabels
     from softcfg.io.shards import write_npz
-    from softcfg.models import load_model
+    from softcfg.models.loading import load_model
     from softcfg.sampling.replay import replay
 
     run = load_run_config(args.config)
@@ -138,10 +121,8 @@ def cmd_replay(args: argparse.Namespace) -> None:
     if labels.min() < 0 or labels.max() >= model.num_classes:
         _fail(f"--labels must lie in [0, {model.num_classes}), got [{labels.min()}, {labels.max()}]")
     device = next(model.parameters()).device
-    arrays = replay(
-        model, run.method, torch.from_numpy(labels).to(device), torch.from_numpy(tokens).to(device)
-    )
-    write_npz(args.out, arrays)
+    conditions = ClassLabels(torch.from_numpy(labels).to(device))
+    write_npz(args.out, replay(model, run.method, conditions, torch.from_numpy(tokens).to(device)))
 
 
 def cmd_run_config(args: argparse.Namespace) -> None:
@@ -156,6 +137,19 @@ def cmd_run_config(args: argparse.Namespace) -> None:
     atomic_write_text(args.out, yaml.safe_dump(run.to_dict(), sort_keys=False))
 
 
+def cmd_schema(args: argparse.Namespace) -> None:
+    """config.yaml's JSON schema, generated from the config models and the method registry."""
+    from softcfg.config import workflow_schema
+    from softcfg.io.atomic import atomic_write_text
+
+    text = json.dumps(workflow_schema(), indent=2) + "\n"
+    if args.check:
+        if not Path(args.out).is_file() or Path(args.out).read_text() != text:
+            _fail(f"{args.out} is not current: run softcfg schema --out {args.out}")
+        return
+    atomic_write_text(args.out, text)
+
+
 def cmd_reference(args: argparse.Namespace) -> None:
     """The real digits (all 1797) as an ADM-layout npz: the reference set of digits-FID."""
     from softcfg.data.digits import load_digits_tokens, tokens_to_uint8_images
@@ -163,9 +157,8 @@ def cmd_reference(args: argparse.Namespace) -> None:
 
     tokens, labels = load_digits_tokens()
     images = tokens_to_uint8_images(tokens).numpy()
-    write_shard(
-        args.out, images, labels.numpy(), {"dataset": "sklearn digits", "mapping": "round(v * 255 / 16)"}
-    )
+    facts = {"dataset": "sklearn digits", "mapping": "round(v * 255 / 16)"}
+    write_shard(args.out, images, {"arr_1": labels.numpy()}, facts)
 
 
 def cmd_features(args: argparse.Namespace) -> None:
@@ -177,6 +170,9 @@ def cmd_features(args: argparse.Namespace) -> None:
     _check_inputs([args.classifier, *args.inputs], "features")
     _set_threads(args.threads)
     shards = [read_shard(p) for p in args.inputs]  # every input checked before extraction starts
+    for path, (_, labels) in zip(args.inputs, shards, strict=True):
+        if labels is None:
+            _fail(f"{path}: no class labels (arr_1); digits features score class-conditional shards")
     images = np.concatenate([s[0] for s in shards])
     labels = np.concatenate([s[1] for s in shards])
     feats = extract_features(images, args.classifier)
@@ -236,7 +232,7 @@ def cmd_metrics(args: argparse.Namespace) -> None:
     from softcfg.metrics.suite import PRSettings, compute_metrics
 
     _check_inputs([*args.samples, args.reference], "metrics")
-    run = load_run_config(args.config)
+    run = load_run_config(args.config, check_files=False)  # scored from features: no checkpoint needed
     with np.load(args.samples[0], allow_pickle=False) as data:
         extractor = json.loads(str(data["meta"])).get("extractor") if "meta" in data.files else None
     if extractor == INCEPTION:
@@ -302,7 +298,7 @@ def cmd_inception_features(args: argparse.Namespace) -> None:
     _set_threads(args.threads)
     meta = {"shard": Path(args.shard).name, "shard_sha256": sha256_file(args.shard)}
     arrays = features_arrays(images, weights, meta, args.batch_size, args.device)
-    write_npz(args.out, {**arrays, "labels": labels})
+    write_npz(args.out, {**arrays, **({} if labels is None else {"labels": labels})})
 
 
 def cmd_inception_reference(args: argparse.Namespace) -> None:
@@ -385,7 +381,8 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
     entries = []
     for metrics_path, summary_path in paths:
         record = json.loads(metrics_path.read_text())
-        entries.append((parse_run_config(record["run"]), record, json.loads(summary_path.read_text())))
+        run = parse_run_config(record["run"], check_files=False)  # the record, not the checkpoint
+        entries.append((run, record, json.loads(summary_path.read_text())))
     metrics, steps = aggregate(entries)
     write_parquet(metrics, args.metrics_out)
     write_parquet(steps, args.steps_out)
@@ -395,12 +392,12 @@ def cmd_tables(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from softcfg.io.atomic import atomic_write_text
-    from softcfg.report.tables import TABLES, to_latex, to_markdown
+    from softcfg.report.tables import TABLE_BUILDERS, to_latex, to_markdown
 
     _check_inputs([args.metrics], "tables")
     metrics = pd.read_parquet(args.metrics)
     for name in args.names:
-        build, lead = TABLES[name]
+        build, lead = TABLE_BUILDERS[name]
         frame = build(metrics, args.gamma, args.k)
         atomic_write_text(Path(args.out_dir) / f"{name}.md", to_markdown(frame, lead))
         atomic_write_text(Path(args.out_dir) / f"{name}.tex", to_latex(frame, lead))
@@ -463,6 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_run_config)
+
+    p = sub.add_parser("schema", help="write config.yaml's JSON schema (generated from the config models)")
+    p.add_argument("--out", default="workflow/schemas/config.schema.json")
+    p.add_argument("--check", action="store_true", help="fail if the file differs from the generated schema")
+    p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("reference", help="write the real digits as an ADM-layout npz")
     p.add_argument("--out", required=True)
@@ -535,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=float, required=True)
     p.add_argument("--k", type=float, required=True)
     p.add_argument("--out-dir", required=True)
-    p.add_argument("names", nargs="+", choices=["ablation", "target"])
+    p.add_argument("names", nargs="+", choices=TABLES)
     p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("figures", help="PNG and PDF figures from the Parquet tables")
@@ -545,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=float, required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--sample-shards", nargs="*", default=[], help="LABEL=shard.npz, one row each")
-    p.add_argument("names", nargs="+", choices=["fid_vs_gamma", "entropy", "samples"])
+    p.add_argument("names", nargs="+", choices=FIGURES)
     p.set_defaults(func=cmd_figures)
 
     return parser
@@ -555,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except ValueError as exc:  # ConfigError and checkpoint / shard problems: one line, status 2
+    except UserError as exc:  # bad input: one line, status 2; anything else keeps its traceback
         print(f"softcfg: error: {exc}", file=sys.stderr)
         return 2
     return 0

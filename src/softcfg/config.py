@@ -1,112 +1,98 @@
-"""Run configuration: one model entry, one method entry and the sampling entry, validated up front.
+"""Every config entry, typed, with its defaults in one place: a run's model, method and sampling entries
+(RUN.yaml) and the workflow's sweep (config.yaml). The JSON schema under workflow/schemas/ is generated
+from these models (``softcfg schema``).
 
-The dataclass defaults are the single source of defaults. Unknown keys, wrong types and out-of-range
-values raise ``ConfigError`` naming the offending key, before any model is loaded.
+Validation happens here, before any model is loaded or any job is planned; problems are ConfigErrors
+naming the key. Guidance methods and model families come from their registries
+(``softcfg.methods``, ``softcfg.models.registry``), which sit below this module.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import types
-import typing
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
+from pydantic import NonNegativeInt, PositiveInt, field_validator, model_validator
+from pydantic_core.core_schema import ValidationInfo
 
-from softcfg.guidance import CONFIDENCES, SCHEDULES, TARGETS, schedule_scales
-
-METHODS = ("none", "cfg", "softcfg")
-SOFTCFG_KEYS = ("confidence", "target", "step_norm", "strength", "floor", "eps")
-GUIDANCE_KEYS = ("gamma", "k", "schedule", "interval")
-DTYPES = ("fp32", "bf16", "fp16")
-
-
-class ConfigError(ValueError):
-    """A user-facing configuration problem; the message names the key."""
+from softcfg.methods import GuidanceMethod, parse_method
+from softcfg.metrics import METRICS
+from softcfg.models.registry import get_family
+from softcfg.options import ConfigError, Field, Float, NonNegativeFloat, Options, read_yaml, validate
+from softcfg.report import FIGURES, TABLES
 
 
-@dataclass(frozen=True)
-class ModelEntry:
-    """Which generator to load: ``family`` names an adapter, ``checkpoint`` its weights.
+class ModelEntry(Options):
+    """Which generator to load: ``family`` names an adapter, ``checkpoint`` its weights."""
 
-    ``size`` names the family's preset dimensions (e.g. AliTok B/L/XL); ``dim``/``depth``/``heads``
-    override them (small random-weight models of the same architecture); ``tokenizer`` is the image
-    decoder's checkpoint.
-    """
+    family: str = Field(description="the model family (adapter), e.g. digits, alitok, rar")
+    checkpoint: str = Field(description="the generator's weights file")
+    size: str | None = Field(None, description="the family's upstream size, e.g. alitok B / L / XL")
+    tokenizer: str | None = Field(None, description="the image decoder's checkpoint")
+    device: str = Field("cpu", description="cpu or cuda (the GPU SLURM assigned)")
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    dim: PositiveInt | None = Field(None, description="width, overriding the size's")
+    depth: PositiveInt | None = Field(None, description="depth, overriding the size's")
+    heads: PositiveInt | None = Field(None, description="attention heads, overriding the size's")
+    compile: bool = Field(False, description="torch.compile the one-token decode step")
 
-    family: str
-    checkpoint: str
-    size: str | None = None
-    tokenizer: str | None = None
-    device: str = "cpu"
-    dtype: str = "fp32"
-    dim: int | None = None
-    depth: int | None = None
-    heads: int | None = None
-    compile: bool = False  # torch.compile the one-token decode step (dynamic shapes: one graph)
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, family: str) -> str:
+        try:
+            get_family(family)
+        except ConfigError as exc:
+            raise ValueError(str(exc).partition(": ")[2]) from None
+        return family
 
+    @field_validator("size")
+    @classmethod
+    def _known_size(cls, size: str | None, info: ValidationInfo) -> str | None:
+        family = info.data.get("family")
+        if family is None:
+            return size
+        sizes = get_family(family).sizes
+        if size is not None and size not in sizes:
+            raise ValueError(
+                f"expected one of {list(sizes)} for family {family!r}, got {size!r}"
+                if sizes
+                else f"family {family!r} has no sizes"
+            )
+        return size
 
-@dataclass(frozen=True)
-class MethodEntry:
-    """A guidance method and its options, in the papers' vocabulary.
+    @model_validator(mode="after")
+    def _size_or_dims(self) -> ModelEntry:
+        if get_family(self.family).sizes and self.size is None and None in (self.dim, self.depth):
+            sizes = list(get_family(self.family).sizes)
+            raise ValueError(f"size: give one of {sizes} (or dim and depth)")
+        return self
 
-    ``gamma`` is the scale s of ``l_u + s (l_c - l_u)`` (the samplers' convention; the paper's g is s - 1).
-    """
-
-    name: str
-    gamma: float = 1.0
-    k: float = 0.0
-    schedule: str = "cosine"
-    interval: tuple[float, float] | None = None
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    confidence: str = "cond_max"
-    target: str = "v"
-    step_norm: bool = True
-    strength: float = 1.0
-    floor: float = 0.05
-    eps: float = 1e-5
-
-    @property
-    def uses_uncond(self) -> bool:
-        """Whether the unconditional branch runs (the doubled [cond; uncond] batch)."""
-        return self.name != "none"
-
-    @property
-    def perturbs_cache(self) -> bool:
-        """Whether SoftCFG weights enter the uncond branch's attention."""
-        return self.name == "softcfg"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The keys that mean something for this method (what ``parse_method`` accepts back)."""
-        data = dataclasses.asdict(self)
-        dropped = (GUIDANCE_KEYS if not self.uses_uncond else ()) + (
-            SOFTCFG_KEYS if not self.perturbs_cache else ()
-        )
-        return {k: v for k, v in data.items() if k not in dropped}
-
-    def scales(self, num_steps: int) -> list[float]:
-        return schedule_scales(self.schedule, self.gamma, num_steps, self.k, self.interval)
+    def check_files(self, where: str = "model") -> None:
+        """The checkpoint (and tokenizer) exist; called where they must already be on disk."""
+        for key in ("checkpoint", "tokenizer"):
+            path = getattr(self, key)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"{where}.{key}: file not found: {path}")
 
 
-@dataclass(frozen=True)
-class SamplingEntry:
-    """Seeds and sizes; sampling is deterministic from (seed, shard index, shard size, batch size)."""
+class ShardSizes(Options):
+    """How a run's samples are cut: shards (one file each) of batches (one generation each)."""
 
-    seed: int = 0
-    shard_size: int = 100
-    batch_size: int = 100
-    diagnostics: bool = True
+    shard_size: PositiveInt = Field(100, description="samples per shard file")
+    batch_size: PositiveInt = Field(100, description="samples generated at once")
+    diagnostics: bool = Field(True, description="per-step entropies and weight statistics in manifests")
 
 
-@dataclass(frozen=True)
-class RunInfo:
+class SamplingEntry(ShardSizes):
+    """Sampling is deterministic from (seed, shard index, shard size, batch size)."""
+
+    seed: NonNegativeInt = 0
+
+
+class RunInfo(Options):
     """Where a run sits in a sweep: its id and the sweep's names of its model and method."""
 
     id: str
@@ -116,15 +102,16 @@ class RunInfo:
 
 @dataclass(frozen=True)
 class RunConfig:
+    """One run: a model, a method (any registered one) and sampling, as RUN.yaml holds them."""
+
     model: ModelEntry
-    method: MethodEntry
+    method: GuidanceMethod
     sampling: SamplingEntry = field(default_factory=SamplingEntry)
     run: RunInfo | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["method"] = self.method.to_dict()
-        return data
+        parts = {"model": self.model, "method": self.method, "sampling": self.sampling, "run": self.run}
+        return {k: None if v is None else v.model_dump(mode="json") for k, v in parts.items()}
 
     def config_hash(self) -> str:
         """sha256 (12 hex digits) of what determines the samples: model, method and sampling entries."""
@@ -132,161 +119,200 @@ class RunConfig:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _check_type(value: Any, annotation: Any, where: str) -> Any:
-    """Coerce ints to floats where a float is expected; reject anything else of the wrong type."""
-    origin = typing.get_origin(annotation)
-    if origin in (types.UnionType, typing.Union):
-        if value is None:
-            return None
-        (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _check_type(value, inner, where)
-    if origin is tuple:
-        args = typing.get_args(annotation)
-        if not isinstance(value, list | tuple) or len(value) != len(args):
-            raise ConfigError(f"{where} must be a list of {len(args)} numbers, got {value!r}")
-        return tuple(
-            _check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
-        )
-    if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if annotation is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if annotation in (str, bool) and isinstance(value, annotation):
-        return value
-    raise ConfigError(f"{where} must be of type {annotation.__name__}, got {value!r}")
-
-
-def _reject_unknown(data: dict, allowed: Iterable[str], where: str) -> None:
-    allowed = list(allowed)
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise ConfigError(f"unknown key {where}.{unknown[0]} (allowed: {', '.join(allowed)})")
-
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    _reject_unknown(data, fields, where)
-    values = {}
-    for name, f in fields.items():
-        if name in data:
-            values[name] = _check_type(data[name], hints[name], f"{where}.{name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing key {where}.{name}")
-    return cls(**values)
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
-def parse_method(data: Any, where: str = "method") -> MethodEntry:
-    if isinstance(data, dict) and "preset" in data:
-        data = apply_preset(data, where)
-    m = _build(MethodEntry, data, where)
-    _require(m.name in METHODS, f"{where}.name: unknown method {m.name!r} (expected one of {METHODS})")
-    given = set(data)
-    if m.name == "none":
-        extra = sorted(given & set(GUIDANCE_KEYS + SOFTCFG_KEYS))
-        _require(not extra, f"{where}.{extra[0] if extra else ''}: method 'none' runs no guidance")
-    if m.name == "cfg":
-        extra = sorted(given & set(SOFTCFG_KEYS))
-        _require(not extra, f"{where}.{extra[0] if extra else ''}: only method 'softcfg' takes this key")
-    _require(m.gamma >= 0, f"{where}.gamma must be >= 0, got {m.gamma}")
-    _require(m.k >= 0, f"{where}.k must be >= 0, got {m.k}")
-    _require(
-        m.schedule in SCHEDULES, f"{where}.schedule: unknown {m.schedule!r} (expected {sorted(SCHEDULES)})"
-    )
-    if m.interval is not None:
-        lo, hi = m.interval
-        _require(
-            0 <= lo < hi <= 1, f"{where}.interval must satisfy 0 <= lo < hi <= 1, got {list(m.interval)}"
-        )
-    _require(m.temperature > 0, f"{where}.temperature must be > 0, got {m.temperature}")
-    _require(m.top_k >= 0, f"{where}.top_k must be >= 0, got {m.top_k}")
-    _require(0 < m.top_p <= 1, f"{where}.top_p must be in (0, 1], got {m.top_p}")
-    _require(
-        m.confidence in CONFIDENCES,
-        f"{where}.confidence: unknown {m.confidence!r} (expected {sorted(CONFIDENCES)})",
-    )
-    _require(m.target in TARGETS, f"{where}.target: unknown {m.target!r} (expected {TARGETS})")
-    _require(m.strength >= 0, f"{where}.strength must be >= 0, got {m.strength}")
-    _require(0 <= m.floor <= 1, f"{where}.floor must be in [0, 1], got {m.floor}")
-    _require(m.eps > 0, f"{where}.eps must be > 0, got {m.eps}")
-    return m
-
-
-def apply_preset(data: dict, where: str) -> dict:
-    """``preset: alitok-XL`` fills gamma, k and temperature with the upstream defaults; given keys win."""
-    from softcfg.models import PRESETS
-
-    data = dict(data)
-    name = data.pop("preset")
-    _require(name in PRESETS, f"{where}.preset: unknown {name!r} (expected one of {sorted(PRESETS)})")
-    _require(data.get("name") != "none", f"{where}.preset: method 'none' runs no guidance")
-    return {**PRESETS[name], **data}
-
-
 def parse_model(data: Any, where: str = "model", check_files: bool = True) -> ModelEntry:
-    from softcfg.models import FAMILIES, FAMILY_SIZES
-
-    m = _build(ModelEntry, data, where)
-    _require(m.family in FAMILIES, f"{where}.family: unknown {m.family!r} (expected {sorted(FAMILIES)})")
-    _require(m.dtype in DTYPES, f"{where}.dtype: unknown {m.dtype!r} (expected {DTYPES})")
+    """A model entry, with its files checked unless they are another job's output."""
+    model = validate(ModelEntry, data, where)
     if check_files:
-        _require(Path(m.checkpoint).is_file(), f"{where}.checkpoint: file not found: {m.checkpoint}")
-        if m.tokenizer is not None:
-            _require(Path(m.tokenizer).is_file(), f"{where}.tokenizer: file not found: {m.tokenizer}")
-    for key in ("dim", "depth", "heads"):
-        value = getattr(m, key)
-        _require(value is None or value >= 1, f"{where}.{key} must be >= 1, got {value}")
-    sizes = FAMILY_SIZES.get(m.family)
-    if sizes is None:
-        _require(m.size is None, f"{where}.size: family {m.family!r} has no sizes")
-    else:
-        _require(
-            m.size in sizes or (m.size is None and None not in (m.dim, m.depth)),
-            f"{where}.size: expected one of {sorted(sizes)} (or dim and depth), got {m.size!r}",
-        )
-    return m
-
-
-def parse_sampling(data: Any, where: str = "sampling") -> SamplingEntry:
-    s = _build(SamplingEntry, data, where)
-    _require(s.seed >= 0, f"{where}.seed must be >= 0, got {s.seed}")
-    _require(s.shard_size >= 1, f"{where}.shard_size must be >= 1, got {s.shard_size}")
-    _require(s.batch_size >= 1, f"{where}.batch_size must be >= 1, got {s.batch_size}")
-    return s
+        model.check_files(where)
+    return model
 
 
 def parse_run_config(data: Any, where: str = "config", check_files: bool = True) -> RunConfig:
     allowed = ("model", "method", "sampling", "run")
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping with keys {', '.join(allowed)}")
-    _reject_unknown(data, allowed, where)
-    _require("model" in data, f"missing key {where}.model")
-    _require("method" in data, f"missing key {where}.method")
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown key {where}.{unknown[0]} (allowed: {', '.join(allowed)})")
+    for key in ("model", "method"):
+        if key not in data:
+            raise ConfigError(f"missing key {where}.{key}")
     return RunConfig(
         model=parse_model(data["model"], check_files=check_files),
         method=parse_method(data["method"]),
-        sampling=parse_sampling(data.get("sampling", {})),
-        run=_build(RunInfo, data["run"], "run") if data.get("run") is not None else None,
+        sampling=validate(SamplingEntry, data.get("sampling") or {}, "sampling"),
+        run=validate(RunInfo, data["run"], "run") if data.get("run") is not None else None,
     )
 
 
-def load_run_config(path: str | Path) -> RunConfig:
-    """Read and validate a RUN.yaml; every problem is a ConfigError naming the file and the key."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+def load_run_config(path: str | Path, check_files: bool = True) -> RunConfig:
+    """Read and validate a RUN.yaml; every problem is a ConfigError naming the file and the key.
+
+    ``check_files=False`` where the run's record is needed but not its checkpoint (metrics, tables)."""
+    data = read_yaml(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    try:
-        return parse_run_config(data)
+        return parse_run_config(data, check_files=check_files)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+# ---- the workflow's config.yaml ---------------------------------------------------------------------
+
+
+class SweepModelEntry(ModelEntry):
+    """A model of the sweep: a checkpoint on disk, or (``train: true``) one the workflow trains."""
+
+    checkpoint: str | None = Field(None, description="weights file (not for trained models)")
+    train: bool = Field(False, description="train this model in the workflow (trainable families)")
+    train_seed: NonNegativeInt = Field(0, description="seed of that training")
+
+    @model_validator(mode="after")
+    def _trained_or_given(self) -> SweepModelEntry:
+        if self.train and not get_family(self.family).trainable:
+            raise ValueError(f"train: the workflow cannot train family {self.family!r}")
+        if self.train and self.checkpoint is not None:
+            raise ValueError("checkpoint: a trained model's checkpoint is the workflow's output")
+        if not self.train and self.checkpoint is None:
+            raise ValueError("checkpoint: give the weights file (or train: true)")
+        return self
+
+    def entry(self, checkpoint: str | None = None) -> ModelEntry:
+        """The run-level model entry, with the trained checkpoint's path where the workflow trains it."""
+        data = self.model_dump(exclude={"train", "train_seed"})
+        return ModelEntry(**{**data, "checkpoint": checkpoint or self.checkpoint})
+
+
+class SweepSampling(ShardSizes):
+    """Sizes shared by every run of the sweep; seeds are the top-level list ``seeds``."""
+
+    shard_size: PositiveInt = Field(500, description="samples per shard file")
+    batch_size: PositiveInt = Field(500, description="samples generated at once")
+    samples_per_run: PositiveInt = Field(1000, description="a multiple of shard_size")
+
+    @model_validator(mode="after")
+    def _whole_shards(self) -> SweepSampling:
+        if self.samples_per_run % self.shard_size:
+            raise ValueError(
+                f"samples_per_run: {self.samples_per_run} is not a multiple of shard_size ({self.shard_size})"
+            )
+        return self
+
+
+class MetricsEntry(Options):
+    """Which numbers, and how Inception-scored families are scored."""
+
+    names: list[Literal[METRICS]] | None = Field(  # type: ignore[valid-type]
+        None, min_length=1, description="default: every metric the sweep's extractors can give"
+    )
+    kid_subset_size: PositiveInt | None = Field(None, description="default: min(1000, samples_per_run)")
+    reference: str | None = Field(None, description="ADM reference batch (npz) for Inception-scored models")
+    inception_weights: str | None = Field(None, description="torch-fidelity's full Inception weights (IS)")
+    pr_float16: bool = Field(False, description="ADM's float16 precision/recall distance blocks")
+    device: Literal["cpu", "cuda"] = "cpu"
+    batch_size: PositiveInt = Field(64, description="images per Inception forward pass")
+
+
+class StageResources(Options):
+    """What one stage's jobs ask of a cluster; locally only ``cpus`` counts (threads)."""
+
+    gpu: NonNegativeInt = 0
+    cpus: PositiveInt = 1
+    mem_mb: NonNegativeInt = 4000
+    runtime: NonNegativeInt = Field(60, description="minutes")
+    partition: str | None = Field(None, min_length=1)
+    constraint: str | None = Field(None, min_length=1)
+    extra: str | None = Field(None, min_length=1, description="further sbatch options, e.g. --qos=high")
+
+
+_STAGE_DEFAULTS = {
+    "train": StageResources(cpus=2),
+    "sample": StageResources(gpu=1),
+    "features": StageResources(gpu=1, mem_mb=8000),
+    "metrics": StageResources(mem_mb=16000),
+}
+
+
+class Resources(Options):
+    """Per stage; a stage given in config.yaml overrides only the keys it names."""
+
+    train: StageResources = _STAGE_DEFAULTS["train"]
+    sample: StageResources = _STAGE_DEFAULTS["sample"]
+    features: StageResources = _STAGE_DEFAULTS["features"]
+    metrics: StageResources = _STAGE_DEFAULTS["metrics"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _over_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {
+            stage: {**_STAGE_DEFAULTS[stage].model_dump(exclude_none=True), **given}
+            if stage in _STAGE_DEFAULTS and isinstance(given, dict)
+            else given
+            for stage, given in data.items()
+        }
+
+
+class Grid(Options):
+    """Default values of the swept options (a method entry's own lists replace them)."""
+
+    gamma: list[NonNegativeFloat] = Field(min_length=1, description="guidance scales s")
+    k: list[NonNegativeFloat] = Field([0.0], min_length=1, description="cosine powers; 0 = constant")
+
+
+class Focus(Options):
+    """The setting of the ablation/target tables, entropy curves and sample grids."""
+
+    gamma: Float
+    k: Float
+
+
+class WorkflowConfig(Options):
+    """config.yaml: models x methods x grid x seeds, how runs are sampled, scored and reported."""
+
+    results: str = Field("results", description="folder for every output")
+    models: dict[str, SweepModelEntry] = Field(min_length=1, description="name -> model entry")
+    methods: dict[str, dict[str, Any]] = Field(
+        min_length=1, description="name -> method entry; lists of swept options replace the grid"
+    )
+    grid: Grid
+    seeds: list[NonNegativeInt] = Field([0], min_length=1)
+    sampling: SweepSampling = SweepSampling()
+    metrics: MetricsEntry = MetricsEntry()
+    tables: list[Literal[TABLES]] = Field(default_factory=lambda: list(TABLES))  # type: ignore[valid-type]
+    figures: list[Literal[FIGURES]] = Field(default_factory=lambda: list(FIGURES))  # type: ignore[valid-type]
+    focus: Focus | None = Field(None, description="default: the middle gamma and the last k of the grid")
+    resources: Resources = Resources()
+
+    @field_validator("sampling", mode="before")
+    @classmethod
+    def _no_seed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "seed" in data:
+            raise ValueError("seed: give seeds as the top-level list config.seeds")
+        return data
+
+
+def workflow_schema() -> dict[str, Any]:
+    """The JSON schema of config.yaml, generated from ``WorkflowConfig`` and the method registry.
+
+    Method entries are one of the registered methods' options, where each option a sweep can vary may
+    also be a list (it then replaces the grid for that method), plus an optional upstream ``preset``.
+    """
+    from softcfg.methods import method_class, method_names
+    from softcfg.models.registry import presets
+
+    schema = WorkflowConfig.model_json_schema()
+    variants = []
+    for name in method_names():
+        options = method_class(name).model_json_schema()
+        properties = options["properties"]
+        for axis in Grid.model_fields:
+            if axis in properties:
+                one = properties[axis]
+                properties[axis] = {"anyOf": [one, {"type": "array", "items": one, "minItems": 1}]}
+        properties["preset"] = {"enum": sorted(presets()), "description": "upstream sampler's defaults"}
+        options["required"] = ["name", *options.get("required", [])]
+        variants.append(options)
+    schema["properties"]["methods"]["additionalProperties"] = {"oneOf": variants}
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema

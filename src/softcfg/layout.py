@@ -62,3 +62,21 @@ def metrics_table(results: Path) -> Path:
 
 def steps_table(results: Path) -> Path:
     return results / "steps.parquet"
+
+
+def table(results: Path, name: str, ext: str) -> Path:
+    return results / "tables" / f"{name}.{ext}"
+
+
+def figure(results: Path, name: str, ext: str) -> Path:
+    return results / "figures" / f"{name}.{ext}"
+
+
+def log(results: Path, *parts: str) -> Path:
+    """``results/logs/<rule>/<...>.log``."""
+    return results.joinpath("logs", *parts[:-1], f"{parts[-1]}.log")
+
+
+def benchmark(results: Path, *parts: str) -> Path:
+    """``results/benchmarks/<rule>/<...>.tsv``: Snakemake's per-job time and memory records."""
+    return results.joinpath("benchmarks", *parts[:-1], f"{parts[-1]}.tsv")

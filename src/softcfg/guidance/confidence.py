@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from softcfg.guidance.entropy import normalized_entropy
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class StepLogits:
 
     def probs(self, logits: Tensor) -> Tensor:
         scaled = logits if self.temperature == 1.0 else logits / max(self.temperature, 1e-5)
-        return torch.softmax(scaled, dim=-1, dtype=torch.float32)
+        return scaled.float().softmax(dim=-1)
 
 
 def cond_max(step: StepLogits) -> Tensor:

@@ -7,7 +7,10 @@ confidence is discarded and its slot keeps weight 1). The weights multiply the u
 
 from __future__ import annotations
 
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 TARGETS = ("v", "k", "kv")
 

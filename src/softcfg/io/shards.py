@@ -1,5 +1,8 @@
 """Sample shards in the ADM layout (``arr_0`` uint8 NHWC, ``arr_1`` int64 labels) with a JSON manifest.
 
+Shards of models conditioned otherwise than by class hold their conditions' arrays instead of ``arr_1``
+(e.g. ``prompt_ids`` and ``prompt_mask``), one row per image; the manifest says which.
+
 The npz is written byte-deterministically (fixed zip timestamps, no compression), so the same sampling
 command gives identical bytes; the manifest beside it records the run and the npz checksum.
 """
@@ -14,6 +17,7 @@ from typing import IO, Any
 import numpy as np
 
 from softcfg.io.atomic import atomic_write, atomic_write_text, sha256_file
+from softcfg.options import UserError
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -54,48 +58,68 @@ def npz_headers(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]
                         shape, _, dtype = read_header(member)
                     out[name.removesuffix(".npy")] = (shape, dtype)
     except (OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable npz: {exc}") from exc
+        raise UserError(f"{path}: not a readable npz: {exc}") from exc
     return out
 
 
-def write_shard(path: str | Path, images: np.ndarray, labels: np.ndarray, manifest: dict[str, Any]) -> None:
-    """Write the npz, then its manifest (with the npz's sha256); both atomically, npz first."""
-    check_shard_arrays(images, labels, str(path))
-    write_npz(path, {"arr_0": images, "arr_1": labels})
+def write_shard(
+    path: str | Path, images: np.ndarray, conditions: dict[str, np.ndarray], manifest: dict[str, Any]
+) -> None:
+    """Write the npz (images and the conditions' arrays), then its manifest (with the npz's sha256);
+    both atomically, npz first."""
+    check_shard_arrays(images, conditions, str(path))
+    write_npz(path, {"arr_0": images, **conditions})
     record = {**manifest, "num_samples": int(images.shape[0]), "npz_sha256": sha256_file(path)}
     atomic_write_text(manifest_path(path), json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def shard_verified(path: str | Path) -> bool:
+    """Whether a shard is complete: its manifest exists and records this npz's checksum. A job that SLURM
+    starts again after it finished keeps such a shard instead of sampling and rewriting it."""
+    try:
+        expected = json.loads(manifest_path(path).read_text()).get("npz_sha256")
+        return expected is not None and expected == sha256_file(path)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def check_images(images: np.ndarray, source: str) -> None:
     """ADM's image layout: ``arr_0`` uint8 [N, H, W, 3]."""
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"{source}: arr_0 must be uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
+        raise UserError(f"{source}: arr_0 must be uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
 
 
-def check_shard_arrays(images: np.ndarray, labels: np.ndarray, source: str) -> None:
+def check_shard_arrays(images: np.ndarray, conditions: dict[str, np.ndarray], source: str) -> None:
+    """ADM's images, labels (``arr_1``, when present) int64 [N], every condition array one row per image."""
     check_images(images, source)
-    if labels.dtype != np.int64 or labels.shape != (images.shape[0],):
-        raise ValueError(
+    labels = conditions.get("arr_1")
+    if labels is not None and (labels.dtype != np.int64 or labels.shape != (images.shape[0],)):
+        raise UserError(
             f"{source}: arr_1 must be int64 [{images.shape[0]}], got {labels.dtype} {labels.shape}"
         )
+    for name, array in conditions.items():
+        if array.shape[:1] != images.shape[:1]:
+            raise UserError(f"{source}: {name} has {array.shape[:1]} rows, arr_0 {images.shape[0]} images")
 
 
-def read_shard(path: str | Path, verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Images and labels of a shard; with ``verify``, the npz must match its manifest's checksum."""
+def read_shard(path: str | Path, verify: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images and labels (None for shards without class labels) of a shard; with ``verify``, the npz
+    must match its manifest's checksum."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"shard not found: {path}")
+        raise UserError(f"shard not found: {path}")
     if verify:
         mpath = manifest_path(path)
         if not mpath.is_file():
-            raise ValueError(f"{path}: manifest {mpath.name} missing (incomplete shard)")
+            raise UserError(f"{path}: manifest {mpath.name} missing (incomplete shard)")
         expected = json.loads(mpath.read_text()).get("npz_sha256")
         if expected != sha256_file(path):
-            raise ValueError(f"{path}: checksum differs from its manifest (corrupt or replaced shard)")
+            raise UserError(f"{path}: checksum differs from its manifest (corrupt or replaced shard)")
     try:
         with np.load(path, allow_pickle=False) as data:
-            images, labels = data["arr_0"], data["arr_1"]
+            images = data["arr_0"]
+            labels = data["arr_1"] if "arr_1" in data.files else None
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable ADM-layout npz (arr_0, arr_1): {exc}") from exc
-    check_shard_arrays(images, labels, str(path))
+        raise UserError(f"{path}: not a readable ADM-layout npz (arr_0 [, arr_1]): {exc}") from exc
+    check_shard_arrays(images, {} if labels is None else {"arr_1": labels}, str(path))
     return images, labels

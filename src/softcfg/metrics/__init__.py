@@ -1,4 +1,29 @@
-"""Image-set metrics: one suite (ADM's definitions) over two feature extractors (digits classifier,
-Inception)."""
+"""Image-set metrics: one suite (ADM's definitions) over feature extractors registered by name.
+
+A model family names the extractor that scores it (``softcfg.models.registry.Family.extractor``); the
+record here says which metrics that extractor can give, so a config is checked before any job runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
 
 METRICS = ("fid", "sfid", "is", "kid", "precision", "recall")
+
+
+@dataclass(frozen=True)
+class Extractor:
+    """A feature extractor as the workflow sees it."""
+
+    name: str
+    description: str
+    metrics: tuple[str, ...]  # what its features support
+    per_shard: bool  # features are extracted per sample shard (fan-out) rather than per run
+
+
+EXTRACTORS = {
+    "digits": Extractor(
+        "digits", "the embedded digits classifier", ("fid", "is", "kid", "precision", "recall"), False
+    ),
+    "inception": Extractor("inception", "ADM's 2015 Inception (pool_3, spatial, logits)", METRICS, True),
+}

@@ -3,7 +3,8 @@
 Statistics are kept as float64 sums and outer-product sums so that per-shard results merge exactly;
 mean and covariance (``np.cov``'s unbiased estimate) are derived only at the end. FID goes through
 torch-fidelity's eigenvalue form, which equals ADM's ``sqrtm`` trace; IS uses ADM's splits (consecutive
-chunks of 5000, no shuffling); precision/recall use ADM's manifold estimate, in blocks.
+chunks of 5000, no shuffling); precision/recall use ADM's manifold estimate, in blocks, each reference x
+sample block computed once and read both ways.
 """
 
 from __future__ import annotations
@@ -82,51 +83,133 @@ def inception_score(logits: np.ndarray, split_size: int = IS_SPLIT_SIZE) -> floa
     return float(np.mean(scores))
 
 
-def _squared_distances(u: Tensor, v: Tensor, float16: bool) -> Tensor:
-    """ADM's ||u||^2 - 2 u.v + ||v||^2, clamped at 0. With ``float16``, as its TF graph: every op's
-    result rounded to half (matmul accumulated in float32); a block that overflows falls back to float32."""
-    if float16:
-        uh, vh = u.half().float(), v.half().float()
-        nu = (uh * uh).half().float().sum(dim=1).half().float()
-        nv = (vh * vh).half().float().sum(dim=1).half().float()
-        prod = (uh @ vh.T).half().float()
-        d = (nu[:, None] - (2 * prod).half().float()).half().float()
-        d = (d + nv[None, :]).half().float().clamp_min(0)
+def _half(x: Tensor) -> Tensor:
+    """Round to float16 and back: one TF float16 op's result, kept in float32 for the arithmetic."""
+    return x.half().float()
+
+
+# TensorFlow's CPU float16 reduce_sum is Eigen's inner-dimension reduction: 8-lane half packets (x86
+# builds), a binary split above 8 x 200 values, four packet accumulators per leaf.
+_HALF_PACKET = 8
+_HALF_LEAF = _HALF_PACKET * 200
+
+
+def _half_leaf_sum(squares: Tensor) -> Tensor:
+    """One Eigen leaf: four 8-lane half accumulators over consecutive groups of 32 values, merged in order,
+    then the rest 8 at a time; the last < 8 values one by one, plus the lanes summed in float32, rounded."""
+    n, start = squares.shape[1], 0
+    lanes = squares.new_zeros(squares.shape[0], _HALF_PACKET)
+    if n >= 4 * _HALF_PACKET:
+        start = n // (4 * _HALF_PACKET) * 4 * _HALF_PACKET
+        groups = squares[:, :start].unflatten(1, (-1, 4, _HALF_PACKET))  # [N, step, accumulator, lane]
+        acc = groups[:, 0]
+        for step in range(1, groups.shape[1]):
+            acc = acc + groups[:, step]
+        lanes = acc[:, 0] + acc[:, 1] + acc[:, 2] + acc[:, 3]  # left to right, each sum rounded to half
+    for j in range(start, n - _HALF_PACKET + 1, _HALF_PACKET):
+        lanes = lanes + squares[:, j : j + _HALF_PACKET]
+    tail = squares.new_zeros(squares.shape[0])
+    for j in range(n // _HALF_PACKET * _HALF_PACKET, n):
+        tail = tail + squares[:, j]
+    return tail + lanes.float().sum(dim=1).half()
+
+
+def _half_tree_sum(squares: Tensor, first: int) -> Tensor:
+    """Row sums of float16 ``squares`` in Eigen's order; ``first`` is the flat index of the rows' first
+    value modulo 8, which places the split on a packet boundary."""
+    n = squares.shape[1]
+    if n <= _HALF_LEAF:
+        return _half_leaf_sum(squares)
+    split = -(-(first + -(-n // 2)) // _HALF_PACKET) * _HALF_PACKET
+    left = min(split - first, n)
+    total = _half_tree_sum(squares[:, :left], first)
+    return total if left == n else total + _half_tree_sum(squares[:, left:], split % _HALF_PACKET)
+
+
+def squared_norms(features: Tensor, float16: bool = False) -> Tensor:
+    """Row-wise |x|^2. With ``float16``, as ADM's graph gets it from TensorFlow (2.21, CPU, verified
+    bit-exact on 2048-d rows): squares rounded to half and summed by ``reduce_sum`` with half-precision
+    partial sums, in Eigen's blocked order. Summing in float32 and rounding once differs from TF in the
+    last bit for about 27 % of pool_3-like rows; a left-to-right half sum differs in every row (3 % low)."""
+    if not float16:
+        return (features * features).sum(dim=1)
+    squares = _half(features).square().half()
+    norms = torch.empty(squares.shape[0], dtype=torch.float16, device=squares.device)
+    # Row r starts at flat index r * D: with D not a multiple of 8 the split point moves with r mod 8.
+    offsets = torch.arange(squares.shape[0], device=squares.device) * squares.shape[1] % _HALF_PACKET
+    for first in offsets.unique().tolist():
+        rows = offsets == first
+        norms[rows] = _half_tree_sum(squares[rows], first)
+    return norms.float()
+
+
+@dataclass(frozen=True)
+class _Points:
+    """Features with their squared norms, computed once per set rather than once per block (a norm depends
+    on its row only); in float16 mode also the features rounded to half and their TF-style norms."""
+
+    x: Tensor
+    norms: Tensor
+    half: tuple[Tensor, Tensor] | None = None  # (features as float16, float16 norms as float32)
+
+    @classmethod
+    def of(cls, features: Tensor, float16: bool) -> _Points:
+        half = (features.half(), squared_norms(features, float16=True)) if float16 else None
+        return cls(features, squared_norms(features), half)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, rows: slice) -> _Points:
+        half = None if self.half is None else (self.half[0][rows], self.half[1][rows])
+        return _Points(self.x[rows], self.norms[rows], half)
+
+
+def _squared_distances(u: _Points, v: _Points) -> Tensor:
+    """ADM's |u|^2 - 2 u.v + |v|^2 with u as rows, clamped at 0. In float16 mode every op's result is
+    rounded to half and the matmul accumulates in float32, TF's default for float16 on a GPU; a block that
+    is not finite (|x|^2 above 65504) falls back to float32, as ADM does."""
+    if u.half is not None and v.half is not None:
+        (ux, un), (vx, vn) = u.half, v.half
+        d = _half(un[:, None] - _half(2 * _half(ux.float() @ vx.float().T)))
+        d = _half(d + vn[None, :]).clamp_min(0)
         if torch.isfinite(d).all():
             return d
-    nu, nv = (u * u).sum(dim=1), (v * v).sum(dim=1)
-    return (nu[:, None] - 2 * (u @ v.T) + nv[None, :]).clamp_min(0)
+    return (u.norms[:, None] - 2 * (u.x @ v.x.T) + v.norms[None, :]).clamp_min(0)
 
 
-def manifold_radii(
-    features: Tensor, k: int = PR_NEIGHBOURS, block: int = PR_BLOCK, float16: bool = False
-) -> Tensor:
+def _radii(points: _Points, k: int, block: int) -> Tensor:
     """Squared distance of each point to its k-th nearest neighbour (the point itself not counted),
     keeping only the k + 1 smallest distances per row across column blocks."""
-    if features.shape[0] <= k:
-        raise ValueError(f"precision/recall with k = {k} needs more than {k} points, got {features.shape[0]}")
-    radii = torch.empty(features.shape[0], dtype=torch.float32, device=features.device)
-    for r in range(0, features.shape[0], block):
-        rows = features[r : r + block]
+    if len(points) <= k:
+        raise ValueError(f"precision/recall with k = {k} needs more than {k} points, got {len(points)}")
+    radii = torch.empty(len(points), dtype=torch.float32, device=points.x.device)
+    for r in range(0, len(points), block):
+        rows = points[r : r + block]
         best = None
-        for c in range(0, features.shape[0], block):
-            d = _squared_distances(rows, features[c : c + block], float16)
+        for c in range(0, len(points), block):
+            d = _squared_distances(rows, points[c : c + block])
             best = d if best is None else torch.cat([best, d], dim=1)
             best = best.topk(min(k + 1, best.shape[1]), dim=1, largest=False).values
         radii[r : r + block] = best[:, k]  # index 0 is (normally) the point itself
     return radii
 
 
-def inside_manifold(
-    queries: Tensor, points: Tensor, radii: Tensor, block: int = PR_BLOCK, float16: bool = False
-) -> Tensor:
-    """For each query, whether it lies in some ball (points[j], radii[j]) (distance <= radius)."""
-    inside = torch.zeros(queries.shape[0], dtype=torch.bool, device=queries.device)
-    for r in range(0, queries.shape[0], block):
-        for c in range(0, points.shape[0], block):
-            d = _squared_distances(queries[r : r + block], points[c : c + block], float16)
-            inside[r : r + block] |= (d <= radii[None, c : c + block]).any(dim=1)
-    return inside
+def _cross_membership(
+    reference: _Points, samples: _Points, ref_radii: Tensor, smp_radii: Tensor, block: int
+) -> tuple[Tensor, Tensor]:
+    """(samples inside some reference ball, reference points inside some sample ball), membership
+    distance <= radius. Each reference x sample block is computed once, reference as rows as in ADM, and
+    read along columns for precision and along rows for recall. Orientation matters in float16:
+    (|s|^2 - 2 s.r) + |r|^2 rounds differently from ADM's (|r|^2 - 2 r.s) + |s|^2 in some entries."""
+    smp_inside = torch.zeros(len(samples), dtype=torch.bool, device=samples.x.device)
+    ref_inside = torch.zeros(len(reference), dtype=torch.bool, device=reference.x.device)
+    for r in range(0, len(reference), block):
+        for c in range(0, len(samples), block):
+            d = _squared_distances(reference[r : r + block], samples[c : c + block])
+            smp_inside[c : c + block] |= (d <= ref_radii[r : r + block, None]).any(dim=0)
+            ref_inside[r : r + block] |= (d <= smp_radii[None, c : c + block]).any(dim=1)
+    return smp_inside, ref_inside
 
 
 def precision_recall(
@@ -138,14 +221,18 @@ def precision_recall(
     device: str | torch.device = "cpu",
 ) -> tuple[float, float]:
     """ADM's convention: precision = share of samples inside the reference manifold; recall = share of
-    reference points inside the sample manifold. Memory is O(block^2), never O(N_ref x N_samples)."""
-    ref = torch.as_tensor(np.asarray(reference, np.float32), device=device)
-    smp = torch.as_tensor(np.asarray(samples, np.float32), device=device)
-    ref_radii = manifold_radii(ref, k, block, float16)
-    smp_radii = manifold_radii(smp, k, block, float16)
-    precision = inside_manifold(smp, ref, ref_radii, block, float16).double().mean().item()
-    recall = inside_manifold(ref, smp, smp_radii, block, float16).double().mean().item()
-    return precision, recall
+    reference points inside the sample manifold. Memory is O(block^2), never O(N_ref x N_samples).
+
+    ``float16`` emulates ADM's float16 distance blocks as TensorFlow computes them with its GPU matmul
+    (float32 accumulation) and the norms as ``squared_norms`` says (TF's CPU kernel, bit-exact; TF's GPU
+    kernel also sums in half but in another order, so a norm may differ there in the last bit). ADM run on
+    CPU cannot be emulated: TF's CPU float16 matmul accumulates in half, in an order that depends on the
+    thread count (lattice features: precision 0.689 with 2 threads, 0.577 with 1)."""
+    ref = _Points.of(torch.as_tensor(np.asarray(reference, np.float32), device=device), float16)
+    smp = _Points.of(torch.as_tensor(np.asarray(samples, np.float32), device=device), float16)
+    ref_radii, smp_radii = _radii(ref, k, block), _radii(smp, k, block)
+    smp_inside, ref_inside = _cross_membership(ref, smp, ref_radii, smp_radii, block)
+    return smp_inside.double().mean().item(), ref_inside.double().mean().item()
 
 
 def kernel_inception_distance(

@@ -1,15 +1,18 @@
-"""Inception features of image sets: one file per sample shard (a workflow job each), merged exactly, and
-the features of an ADM reference batch, cached under its checksum and the weights' checksum.
+"""Inception features of image sets: one file per sample shard (a workflow job each), merged by the
+metrics step, and the features of an ADM reference batch, cached under its checksum and the weights'.
 
-A shard's file holds pool_3 features (precision/recall, KID), IS logits when the weights have the head,
-and float64 sums / outer-product sums of pool_3 and of the sFID tensor, so that statistics of any set of
-shards are their exact sum. torch-fidelity's own feature cache keys on names only, so it is not used.
+A features file holds, per image, float32 pool_3 features (FID, precision/recall, KID), float32 sFID
+features (``mixed_6/conv``, 2023 values) and, when the weights have the head, float32 IS logits: about
+8 MB per 500 images, where float64 sums and outer-product sums took 70 MB. Mean and covariance are computed
+once, when the metrics step reads the shards, in float64 and shard by shard (never all sFID features in
+memory at once). torch-fidelity's own feature cache keys on names only, so it is not used.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +20,24 @@ import torch
 
 from softcfg.io.atomic import sha256_file
 from softcfg.io.shards import check_images, npz_headers, write_npz
-from softcfg.metrics.adm import PR_NEIGHBOURS, MomentSums, merge
+from softcfg.metrics.adm import PR_NEIGHBOURS
 from softcfg.metrics.images_dataset import ImagesDataset
 from softcfg.metrics.inception import (
     EXTRACTOR,
     LOGITS,
+    NUM_LOGITS,
     POOL,
     SPATIAL,
     SPATIAL_DIM,
     InceptionWeights,
 )
 from softcfg.metrics.suite import FeatureSet, Gaussian
+from softcfg.options import UserError
 
 POOL_DIM = 2048
+# The features files' layout, recorded in their meta and in the reference cache's file names. Layout 1
+# (no ``layout`` in the meta) held float64 moment sums instead of the sFID features; it is refused.
+FEATURES_LAYOUT = 2
 NO_HEAD = "the Inception weights in use have no softmax head (give metrics.inception_weights / --weights)"
 # Statistics an ADM reference batch may carry, with their shapes.
 REFERENCE_STATS = {
@@ -38,6 +46,8 @@ REFERENCE_STATS = {
     "mu_s": (SPATIAL_DIM,),
     "sigma_s": (SPATIAL_DIM, SPATIAL_DIM),
 }
+# Rows centred and multiplied at a time: bounds the float64 copy when one array holds a whole set.
+MOMENT_CHUNK = 5000
 
 
 def extract(
@@ -62,25 +72,57 @@ def extract(
     return {name: value.numpy().astype(np.float32) for name, value in feats.items()}
 
 
-def _sums(prefix: str, sums: MomentSums) -> dict[str, np.ndarray]:
-    return {f"{prefix}_n": np.array(sums.n), f"{prefix}_sum": sums.sum, f"{prefix}_outer": sums.outer}
+class CentredMoments:
+    """Running float64 mean and centred scatter sum (x - mean)^T (x - mean), fed chunk by chunk.
 
+    Each chunk is centred on its own mean before the product and chunks are combined with Chan, Golub
+    and LeVeque's pairwise update, so there is no ``sum x x^T - n mu mu^T`` cancellation and memory stays
+    at one chunk plus one D x D matrix whatever the number of rows.
+    """
 
-def _read_sums(arrays: dict[str, np.ndarray], prefix: str) -> MomentSums:
-    return MomentSums(int(arrays[f"{prefix}_n"]), arrays[f"{prefix}_sum"], arrays[f"{prefix}_outer"])
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean: np.ndarray | None = None
+        self.scatter: np.ndarray | None = None
+
+    def add(self, rows: np.ndarray) -> None:
+        for start in range(0, rows.shape[0], MOMENT_CHUNK):
+            x = rows[start : start + MOMENT_CHUNK].astype(np.float64)  # a copy: centred in place below
+            m = x.shape[0]
+            mean = x.mean(axis=0)
+            x -= mean
+            scatter = x.T @ x
+            if self.mean is None or self.scatter is None:
+                self.n, self.mean, self.scatter = m, mean, scatter
+                continue
+            if mean.shape != self.mean.shape:
+                raise ValueError(f"cannot merge features of dimension {mean.shape} and {self.mean.shape}")
+            n = self.n + m
+            delta = mean - self.mean
+            self.scatter += scatter
+            self.scatter += np.outer(delta, delta) * (self.n * m / n)
+            self.mean = self.mean + delta * (m / n)
+            self.n = n
+
+    def gaussian(self) -> Gaussian:
+        """Mean and unbiased covariance, as ``np.cov(x, rowvar=False)``."""
+        if self.mean is None or self.scatter is None or self.n < 2:
+            raise ValueError(f"a covariance needs at least 2 samples, got {self.n}")
+        return Gaussian(self.mean, self.scatter / (self.n - 1))
 
 
 def features_arrays(
     images: np.ndarray, weights: InceptionWeights, meta: dict, batch_size: int, device: str
 ) -> dict[str, np.ndarray]:
+    """One image set's features file: float32 features per image and a JSON record."""
     feats = extract(images, weights, batch_size, device)
-    arrays = {"pool": feats[POOL], **_sums("pool", MomentSums.of(feats[POOL]))}
-    arrays.update(_sums("spatial", MomentSums.of(feats[SPATIAL])))
+    arrays = {"pool": feats[POOL], "spatial": feats[SPATIAL]}
     if LOGITS in feats:
         arrays["logits"] = feats[LOGITS]
     record = {
         **meta,
         "extractor": EXTRACTOR,
+        "layout": FEATURES_LAYOUT,
         "weights": weights.as_dict(),
         "num_images": int(images.shape[0]),
         "image_size": list(images.shape[1:3]),
@@ -88,67 +130,116 @@ def features_arrays(
     return {**arrays, "meta": np.array(json.dumps(record, sort_keys=True))}
 
 
-def read_features(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+def read_meta(path: str | Path) -> dict:
+    """A features file's record, checked with the shapes and dtypes of its arrays from the npz headers
+    alone (no features loaded), so a bad shard among many is named before any statistics are computed."""
+    headers = npz_headers(path)
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-        meta = json.loads(str(arrays.pop("meta")))
+            meta = json.loads(str(data["meta"]))
     except Exception as exc:
-        raise ValueError(f"{path}: not a features file of this package: {exc}") from exc
+        raise UserError(f"{path}: not a features file of this package: {exc}") from exc
     if meta.get("extractor") != EXTRACTOR:
-        raise ValueError(f"{path}: features of {meta.get('extractor')!r}, expected {EXTRACTOR!r}")
+        raise UserError(f"{path}: features of {meta.get('extractor')!r}, expected {EXTRACTOR!r}")
+    if meta.get("layout") != FEATURES_LAYOUT or "pool_outer" in headers:
+        command = "inception-reference" if "reference_sha256" in meta else "inception-features"
+        layout = meta.get("layout", 1)
+        raise UserError(
+            f"{path}: Inception features in layout {layout}{' (float64 moment sums)' if layout == 1 else ''}"
+            f", this version reads layout {FEATURES_LAYOUT} (float32 features per image); delete the file "
+            f"and extract again (`softcfg {command}`)"
+        )
+    n = meta["num_images"]
+    expected = {"pool": POOL_DIM, "spatial": SPATIAL_DIM}
+    if meta["weights"]["has_logits"]:
+        expected["logits"] = NUM_LOGITS
+    for name, dim in expected.items():
+        if name not in headers:
+            raise UserError(f"{path}: no {name!r} array")
+        shape, dtype = headers[name]
+        if shape != (n, dim) or dtype != np.float32:
+            raise UserError(f"{path}: {name} must be float32 [{n}, {dim}], got {dtype} {list(shape)}")
+    return meta
+
+
+def read_features(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+    meta = read_meta(path)
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files if k != "meta"}
     return arrays, meta
 
 
-def feature_set(arrays: dict[str, np.ndarray]) -> FeatureSet:
-    """Features arrays as the metrics read them; statistics a reference batch provides win, as in ADM."""
+def merged_feature_set(
+    parts: Iterable[Mapping[str, np.ndarray]], provided: Mapping[str, np.ndarray] | None = None
+) -> FeatureSet:
+    """Consecutive parts of one image set (shards, in order) as the metrics read them: pool_3 features
+    and logits concatenated, FID and sFID statistics accumulated part by part. Statistics ``provided`` by
+    a reference batch (``provided_mu`` ...) win, as in ADM, and are then not computed."""
+    provided = provided or {}
+    moments = {
+        name: CentredMoments()
+        for name, mean in (("pool", "mu"), ("spatial", "mu_s"))
+        if f"provided_{mean}" not in provided
+    }
+    pools: list[np.ndarray] = []
+    logits: list[np.ndarray] = []
+    for part in parts:
+        pools.append(np.asarray(part["pool"], np.float32))
+        if "logits" in part:
+            logits.append(part["logits"])
+        for name, moment in moments.items():
+            moment.add(part[name])
+    if not pools:
+        raise ValueError("no features to merge")
+    have_logits = len(logits) == len(pools)
 
-    def gaussian(mean: str, cov: str, prefix: str) -> Gaussian:
-        if f"provided_{mean}" in arrays:
-            return Gaussian(arrays[f"provided_{mean}"].astype(np.float64), arrays[f"provided_{cov}"])
-        return Gaussian.of(_read_sums(arrays, prefix))
+    def gaussian(name: str, mean: str, cov: str) -> Gaussian:
+        if name in moments:
+            return moments[name].gaussian()
+        return Gaussian(provided[f"provided_{mean}"].astype(np.float64), provided[f"provided_{cov}"])
 
     return FeatureSet(
-        features=arrays["pool"],
-        logits=arrays.get("logits"),
-        fid=gaussian("mu", "sigma", "pool"),
-        sfid=gaussian("mu_s", "sigma_s", "spatial"),
-        unavailable=None if "logits" in arrays else NO_HEAD,
+        features=np.concatenate(pools),
+        logits=np.concatenate(logits) if have_logits else None,
+        fid=gaussian("pool", "mu", "sigma"),
+        sfid=gaussian("spatial", "mu_s", "sigma_s"),
+        unavailable=None if have_logits else NO_HEAD,
     )
 
 
-def merge_arrays(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Shards' features concatenated in order and their sums added (exact statistics of the union)."""
-    merged = {"pool": np.concatenate([p["pool"] for p in parts])}
-    if all("logits" in p for p in parts):
-        merged["logits"] = np.concatenate([p["logits"] for p in parts])
-    for prefix in ("pool", "spatial"):
-        merged.update(_sums(prefix, merge([_read_sums(p, prefix) for p in parts])))
-    return merged
+def feature_set(arrays: Mapping[str, np.ndarray]) -> FeatureSet:
+    """One features file (or ``features_arrays``' result) as the metrics read it."""
+    return merged_feature_set([arrays], arrays)
 
 
 def sample_feature_set(paths: list[str | Path]) -> tuple[FeatureSet, dict]:
-    """Shard feature files merged in the given order, after checking they belong together."""
-    parts = [read_features(p) for p in paths]
-    first = parts[0][1]
-    for path, (_, meta) in zip(paths, parts, strict=True):
+    """Shard feature files merged in the given order, after checking (from headers and records alone)
+    that every one is readable and that they belong together."""
+    metas = [read_meta(p) for p in paths]
+    first = metas[0]
+    for path, meta in zip(paths, metas, strict=True):
         if "reference_sha256" in meta:
-            raise ValueError(f"{path}: reference features, not sample features")
+            raise UserError(f"{path}: reference features, not sample features")
         if meta["weights"]["sha256"] != first["weights"]["sha256"]:
-            raise ValueError(f"{path}: extracted with other Inception weights than {paths[0]}")
+            raise UserError(f"{path}: extracted with other Inception weights than {paths[0]}")
         if meta["image_size"] != first["image_size"]:
-            raise ValueError(
+            raise UserError(
                 f"{path}: images of size {meta['image_size']}, {paths[0]} has {first['image_size']}"
             )
-    merged = merge_arrays([arrays for arrays, _ in parts])
-    meta = {**first, "num_images": int(merged["pool"].shape[0])}
-    return feature_set(merged), meta
+
+    def parts() -> Iterator[dict[str, np.ndarray]]:
+        for path in paths:  # one shard's sFID features in memory at a time
+            with np.load(path, allow_pickle=False) as data:
+                yield {k: data[k] for k in ("pool", "spatial", "logits") if k in data.files}
+
+    features = merged_feature_set(parts())
+    return features, {**first, "num_images": int(features.features.shape[0])}
 
 
 def reference_feature_set(path: str | Path) -> tuple[FeatureSet, dict]:
     arrays, meta = read_features(path)
     if "reference_sha256" not in meta:
-        raise ValueError(f"{path}: sample features, not reference features")
+        raise UserError(f"{path}: sample features, not reference features")
     return feature_set(arrays), meta
 
 
@@ -158,21 +249,21 @@ def reference_layout(path: str | Path) -> tuple[int, int, int]:
     precision/recall, and any statistics it carries with the right shapes, in pairs."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"reference: file not found: {path}")
+        raise UserError(f"reference: file not found: {path}")
     headers = npz_headers(path)
     if "arr_0" not in headers:
-        raise ValueError(f"{path}: no arr_0 (the reference images)")
+        raise UserError(f"{path}: no arr_0 (the reference images)")
     shape, dtype = headers["arr_0"]
     if dtype != np.uint8 or len(shape) != 4 or shape[-1] != 3:
-        raise ValueError(f"{path}: arr_0 must be uint8 [N, H, W, 3], got {dtype} {shape}")
+        raise UserError(f"{path}: arr_0 must be uint8 [N, H, W, 3], got {dtype} {shape}")
     if shape[0] < PR_NEIGHBOURS + 1:
-        raise ValueError(f"{path}: {shape[0]} images, at least {PR_NEIGHBOURS + 1} needed")
+        raise UserError(f"{path}: {shape[0]} images, at least {PR_NEIGHBOURS + 1} needed")
     for key, expected in REFERENCE_STATS.items():
         if key in headers and headers[key][0] != expected:
-            raise ValueError(f"{path}: {key} has shape {headers[key][0]}, expected {expected}")
+            raise UserError(f"{path}: {key} has shape {headers[key][0]}, expected {expected}")
     for mean, cov in (("mu", "sigma"), ("mu_s", "sigma_s")):
         if (mean in headers) != (cov in headers):
-            raise ValueError(f"{path}: {mean} and {cov} must be given together")
+            raise UserError(f"{path}: {mean} and {cov} must be given together")
     return shape[0], shape[1], shape[2]
 
 
@@ -196,7 +287,8 @@ def reference_arrays(
     """Features of a reference batch, from the cache when this file and these weights were seen before."""
     images, stats = read_reference(path)
     digest = sha256_file(path)
-    cached = cache_dir() / "inception-reference" / f"{digest[:20]}-{weights.sha256[:20]}.npz"
+    name = f"v{FEATURES_LAYOUT}-{digest[:20]}-{weights.sha256[:20]}.npz"  # a new layout, a new key
+    cached = cache_dir() / "inception-reference" / name
     if cached.is_file():
         arrays, meta = read_features(cached)
         if meta.get("reference_sha256") == digest and meta["weights"]["sha256"] == weights.sha256:
@@ -213,18 +305,18 @@ def load_images(path: str | Path) -> np.ndarray:
     path = Path(path)
     files = sorted(path.glob("*.npz")) if path.is_dir() else [path]
     if not files:
-        raise ValueError(f"{path}: no .npz files")
+        raise UserError(f"{path}: no .npz files")
     parts = []
     for f in files:
         if not f.is_file():
-            raise ValueError(f"samples: file not found: {f}")
+            raise UserError(f"samples: file not found: {f}")
         try:
             with np.load(f, allow_pickle=False) as data:
                 images = data["arr_0"]
         except Exception as exc:
-            raise ValueError(f"{f}: not an ADM-layout npz with arr_0: {exc}") from exc
+            raise UserError(f"{f}: not an ADM-layout npz with arr_0: {exc}") from exc
         check_images(images, str(f))
         if parts and images.shape[1:] != parts[0].shape[1:]:
-            raise ValueError(f"{f}: images {images.shape[1:]} differ from {files[0]}'s {parts[0].shape[1:]}")
+            raise UserError(f"{f}: images {images.shape[1:]} differ from {files[0]}'s {parts[0].shape[1:]}")
         parts.append(images)
     return np.concatenate(parts)

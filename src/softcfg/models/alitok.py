@@ -18,9 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from softcfg.conditioning import ClassLabels
 from softcfg.models.attention import KVCache, SlotWeights, attend
 from softcfg.models.base import ARModel, images_to_uint8, load_state_dict_strict, read_checkpoint
 from softcfg.models.layers import RMSNorm, SwiGLU, apply_rope, rope_1d, rope_2d
+from softcfg.options import UserError
 
 CODEBOOK = 4096
 NUM_CLASSES = 1000
@@ -36,13 +38,6 @@ class AliTokConfig:
 
 
 SIZES = {"B": AliTokConfig(768, 24), "L": AliTokConfig(1024, 24), "XL": AliTokConfig(1280, 32)}
-
-# Upstream sampling defaults per size: (gamma, k, temperature, seed) of the released configs.
-PRESETS = {
-    "B": {"gamma": 16.0, "k": 1.8, "temperature": 1.0, "seed": 42},
-    "L": {"gamma": 6.0, "k": 0.7, "temperature": 1.0, "seed": 42},
-    "XL": {"gamma": 13.0, "k": 1.4, "temperature": 1.0, "seed": 2},
-}
 
 
 def alitok_rope_table(head_dim: int) -> Tensor:
@@ -195,21 +190,22 @@ class AliTok(ARModel):
         c, p = self.generator.config, self.generator.output.weight
         return KVCache(c.depth, batch, c.heads, self.num_slots, c.dim // c.heads, p.dtype, p.device)
 
-    def prefill(self, labels: Tensor, cache: KVCache) -> Tensor:
-        return self.generator(self._class_ids(labels)[:, None], 0, cache)[:, -1]
+    def prefill(self, conditions: ClassLabels, cache: KVCache) -> Tensor:
+        return self.generator(self._class_ids(conditions.labels)[:, None], 0, cache)[:, -1]
 
     def decode(
         self, tokens: Tensor, index: int, cache: KVCache, slot_weights: SlotWeights | None = None
     ) -> Tensor:
         return self.generator(tokens[:, None], self.prefix_len + index, cache, slot_weights)[:, -1]
 
-    def forward(self, labels: Tensor, tokens: Tensor) -> Tensor:
-        return self.generator(torch.cat([self._class_ids(labels)[:, None], tokens[:, :-1]], dim=1), 0, None)
+    def forward(self, conditions: ClassLabels, tokens: Tensor) -> Tensor:
+        prefix = self._class_ids(conditions.labels)[:, None]
+        return self.generator(torch.cat([prefix, tokens[:, :-1]], dim=1), 0, None)
 
     @torch.no_grad()
     def decode_images(self, tokens: Tensor) -> Tensor:
         if self.tokenizer is None:
-            raise ValueError(
+            raise UserError(
                 "alitok: decoding tokens to images needs the model entry's tokenizer (AliTok.pth)"
             )
         return images_to_uint8(self.tokenizer(tokens))
@@ -219,7 +215,7 @@ def load_alitok_decoder(path: str | Path) -> AliTokDecoder:
     """The decoder and codebook of ``AliTok.pth``; encoder keys are read past, all others must match."""
     state = read_checkpoint(path)
     if "decoder.decoder_embed.weight" not in state:
-        raise ValueError(f"tokenizer {path} is not an AliTok tokenizer (no decoder.decoder_embed.weight)")
+        raise UserError(f"tokenizer {path} is not an AliTok tokenizer (no decoder.decoder_embed.weight)")
     width = state["decoder.decoder_embed.weight"].shape[0]
     layers = len({k.split(".")[2] for k in state if k.startswith("decoder.transformer.")})
     decoder = AliTokDecoder(width=width, layers=layers)

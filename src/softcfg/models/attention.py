@@ -112,16 +112,21 @@ def decode_attention(q: Tensor, k: Tensor, v: Tensor, slot_weights: SlotWeights 
 
     Values: ``out = sum_j softmax(s)_j w_j v_j``; keys: ``s_j = w_j (q . k_j) / sqrt(hd)``. Both equal
     attention over an explicitly scaled copy of the cache, at O(slots) instead of O(slots * hd).
-    ``q`` [N, H, 1, hd], ``k, v`` [N, H, S, hd]; returns [N, H, 1, hd].
+    The weights multiply float32 scores and probabilities and are never cast to the cache dtype: late
+    weights lie within 2^-8 of 1, bf16's spacing there, so a cast would collapse them onto one or two
+    values and bias the perturbation budget sum(1 - w) by per cents. The weighted probabilities are cast
+    once, for the product with ``v``. ``q`` [N, H, 1, hd], ``k, v`` [N, H, S, hd]; returns [N, H, 1, hd].
     """
     scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # [N, H, 1, S]
     if slot_weights is None:
         return _softmax(scores).to(v.dtype) @ v
-    w = slot_weights.weights[:, None, None, :].to(v.dtype)  # [B_u, 1, 1, S]
+    exact = torch.promote_types(scores.dtype, torch.float32)
+    scores = scores.to(exact)
+    w = slot_weights.weights[:, None, None, :].to(exact)  # [B_u, 1, 1, S]
     first_uncond = scores.shape[0] - w.shape[0]
     if slot_weights.on_keys:
         scores[first_uncond:] *= w
-    probs = _softmax(scores).to(v.dtype)
+    probs = _softmax(scores)
     if slot_weights.on_values:
         probs[first_uncond:] *= w
-    return probs @ v
+    return probs.to(v.dtype) @ v

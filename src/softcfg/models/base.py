@@ -8,14 +8,17 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from softcfg.conditioning import ClassLabels, Conditions
 from softcfg.models.attention import KVCache, SlotWeights
+from softcfg.options import UserError
 
 
 class ARModel(nn.Module):
-    """A class-conditional next-token generator with a KV cache.
+    """A next-token generator with a KV cache, conditioned through ``softcfg.conditioning``.
 
     Slot layout: ``prefix_len`` prefix slots (class token, and e.g. RAR's learned cls token), then one
-    slot per fed image token. The prediction of image token i comes from ``prediction_slot(i)``.
+    slot per fed image token. The prediction of image token i comes from ``prediction_slot(i)``. The
+    default conditioning is a class label with a null class for the unconditional rows.
     """
 
     vocab_size: int
@@ -23,6 +26,12 @@ class ARModel(nn.Module):
     num_classes: int
     null_class: int
     prefix_len: int
+    conditioning: str = "class"  # the kind of ``softcfg.conditioning`` its prefill takes
+
+    def unconditional(self, conditions: Conditions) -> Conditions:
+        """The unconditional rows matching ``conditions``: the null class for each label."""
+        assert isinstance(conditions, ClassLabels), f"{type(self).__name__} is class-conditional"
+        return ClassLabels(torch.full_like(conditions.labels, self.null_class))
 
     @property
     def num_slots(self) -> int:
@@ -37,8 +46,8 @@ class ARModel(nn.Module):
         """An empty cache large enough for the prefix and every image token."""
         raise NotImplementedError
 
-    def prefill(self, labels: Tensor, cache: KVCache) -> Tensor:
-        """Run the prefix of class ids ``labels`` [N]; returns the logits predicting token 0, [N, V]."""
+    def prefill(self, conditions: Conditions, cache: KVCache) -> Tensor:
+        """Run the prefix of ``conditions`` (N rows); returns the logits predicting token 0, [N, V]."""
         raise NotImplementedError
 
     def decode(
@@ -50,7 +59,7 @@ class ARModel(nn.Module):
         """
         raise NotImplementedError
 
-    def forward(self, labels: Tensor, tokens: Tensor) -> Tensor:
+    def forward(self, conditions: Conditions, tokens: Tensor) -> Tensor:
         """Uncached teacher-forced pass: logits [N, T, V] predicting every token of ``tokens`` [N, T]."""
         raise NotImplementedError
 
@@ -82,7 +91,7 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, Tensor], source: s
     if shapes:
         problems.append(f"shape mismatch {shapes[:5]}")
     if problems:
-        raise ValueError(f"checkpoint {source} does not match the model: " + "; ".join(problems))
+        raise UserError(f"checkpoint {source} does not match the model: " + "; ".join(problems))
     model.load_state_dict(state, strict=True)
 
 
@@ -101,8 +110,8 @@ def read_checkpoint(path: str | Path) -> dict:
     """torch.load with tensors only (no pickled code), with a clear error for a missing or bad file."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"checkpoint not found: {path}")
+        raise UserError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"checkpoint {path} could not be read: {exc}") from exc
+        raise UserError(f"checkpoint {path} could not be read: {exc}") from exc

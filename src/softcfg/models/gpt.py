@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from softcfg.conditioning import ClassLabels
 from softcfg.models.attention import KVCache, SlotWeights, attend
 from softcfg.models.base import ARModel
 
@@ -79,8 +80,8 @@ class ClassConditionalGPT(ARModel):
         c = self.config
         return KVCache(c.depth, batch, c.heads, self.num_slots, c.dim // c.heads, p.dtype, p.device)
 
-    def prefill(self, labels: Tensor, cache: KVCache) -> Tensor:
-        return self._run(self.class_embedding(labels)[:, None], 0, cache)[:, -1]
+    def prefill(self, conditions: ClassLabels, cache: KVCache) -> Tensor:
+        return self._run(self.class_embedding(conditions.labels)[:, None], 0, cache)[:, -1]
 
     def decode(
         self, tokens: Tensor, index: int, cache: KVCache, slot_weights: SlotWeights | None = None
@@ -88,6 +89,8 @@ class ClassConditionalGPT(ARModel):
         x = self.token_embedding(tokens)[:, None]
         return self._run(x, self.prefix_len + index, cache, slot_weights)[:, -1]
 
-    def forward(self, labels: Tensor, tokens: Tensor) -> Tensor:
-        x = torch.cat([self.class_embedding(labels)[:, None], self.token_embedding(tokens[:, :-1])], dim=1)
+    def forward(self, conditions: ClassLabels, tokens: Tensor) -> Tensor:
+        x = torch.cat(
+            [self.class_embedding(conditions.labels)[:, None], self.token_embedding(tokens[:, :-1])], dim=1
+        )
         return self._run(x, 0, None)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from softcfg.models.base import load_state_dict_strict, read_checkpoint
+from softcfg.options import UserError
 
 MULT = (1, 1, 2, 2, 4)
 
@@ -102,7 +103,7 @@ def load_maskgit_decoder(path: str | Path) -> MaskGitDecoder:
     """The decoder and codebook of the tokenizer checkpoint; encoder keys are read past, others must match."""
     state = read_checkpoint(path)
     if "decoder.conv_in.weight" not in state or "quantize.embedding.weight" not in state:
-        raise ValueError(f"tokenizer {path} is not a MaskGIT-VQ checkpoint (no decoder.conv_in / quantize)")
+        raise UserError(f"tokenizer {path} is not a MaskGIT-VQ checkpoint (no decoder.conv_in / quantize)")
     codebook, z = state["quantize.embedding.weight"].shape
     channels = state["decoder.conv_out.weight"].shape[1] // MULT[0]
     decoder = MaskGitDecoder(channels=channels, z_channels=z, codebook=codebook)

@@ -16,9 +16,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from softcfg.conditioning import ClassLabels
 from softcfg.models.attention import KVCache, SlotWeights, attend
 from softcfg.models.base import ARModel, images_to_uint8, load_state_dict_strict, read_checkpoint
 from softcfg.models.maskgit_vq import MaskGitDecoder, load_maskgit_decoder
+from softcfg.options import UserError
 
 CODEBOOK = 1024
 NUM_CLASSES = 1000
@@ -38,14 +40,6 @@ SIZES = {
     "L": RARConfig(1024, 24, 4096),
     "XL": RARConfig(1280, 32, 5120),
     "XXL": RARConfig(1408, 40, 6144),
-}
-
-# Upstream sampling defaults per size (README settings): gamma, k (guidance_scale_pow), temperature.
-PRESETS = {
-    "B": {"gamma": 16.0, "k": 2.75, "temperature": 1.0},
-    "L": {"gamma": 15.5, "k": 2.5, "temperature": 1.02},
-    "XL": {"gamma": 6.9, "k": 1.5, "temperature": 1.02},
-    "XXL": {"gamma": 8.0, "k": 1.2, "temperature": 1.02},
 }
 
 
@@ -157,17 +151,17 @@ class RAR(ARModel):
         self.generator = RARGenerator(config)
         self.tokenizer = tokenizer
 
-    def _class_embedding(self, labels: Tensor) -> Tensor:
-        return self.generator.embeddings(labels + CODEBOOK + 1)
+    def _class_embedding(self, conditions: ClassLabels) -> Tensor:
+        return self.generator.embeddings(conditions.labels + CODEBOOK + 1)
 
     def new_cache(self, batch: int) -> KVCache:
         c, p = self.generator.config, self.generator.lm_head.weight
         return KVCache(c.depth, batch, c.heads, self.num_slots, c.dim // c.heads, p.dtype, p.device)
 
-    def prefill(self, labels: Tensor, cache: KVCache) -> Tensor:
-        class_emb = self._class_embedding(labels)
+    def prefill(self, conditions: ClassLabels, cache: KVCache) -> Tensor:
+        class_emb = self._class_embedding(conditions)
         cache.context["class_emb"] = class_emb
-        x = torch.cat([self.generator.cls_token.expand(len(labels), -1, -1), class_emb[:, None]], dim=1)
+        x = torch.cat([self.generator.cls_token.expand(len(conditions), -1, -1), class_emb[:, None]], dim=1)
         return self.generator(x, class_emb, 0, cache)[:, -1]
 
     def decode(
@@ -178,16 +172,16 @@ class RAR(ARModel):
             :, -1
         ]
 
-    def forward(self, labels: Tensor, tokens: Tensor) -> Tensor:
-        class_emb = self._class_embedding(labels)
-        cls = self.generator.cls_token.expand(len(labels), -1, -1)
+    def forward(self, conditions: ClassLabels, tokens: Tensor) -> Tensor:
+        class_emb = self._class_embedding(conditions)
+        cls = self.generator.cls_token.expand(len(conditions), -1, -1)
         x = torch.cat([cls, class_emb[:, None], self.generator.embeddings(tokens[:, :-1])], dim=1)
         return self.generator(x, class_emb, 0, None)[:, 1:]  # slot 1 (class) predicts token 0
 
     @torch.no_grad()
     def decode_images(self, tokens: Tensor) -> Tensor:
         if self.tokenizer is None:
-            raise ValueError("rar: decoding tokens to images needs the model entry's tokenizer (MaskGIT-VQ)")
+            raise UserError("rar: decoding tokens to images needs the model entry's tokenizer (MaskGIT-VQ)")
         return images_to_uint8(self.tokenizer(tokens))
 
 

@@ -18,30 +18,30 @@ import pyarrow.parquet as pq
 
 from softcfg.config import RunConfig
 from softcfg.io.atomic import atomic_path
+from softcfg.methods import method_class, method_names
+
+
+def option_columns() -> list[str]:
+    """Every option of every registered method: the Parquet tables keep one schema whatever was run."""
+    fields = [f for name in method_names() for f in method_class(name).model_fields if f != "name"]
+    return list(dict.fromkeys(fields))
 
 
 def run_columns(run: RunConfig) -> dict:
-    """The sweep parameters of a run as flat columns; options that do not apply to its method are null."""
+    """The sweep parameters of a run as flat columns; options its method does not have are null."""
     m = run.method
-    soft, guided = m.perturbs_cache, m.uses_uncond
+    options = {
+        key: json.dumps(value) if isinstance(value, list | dict) else value
+        for key, value in m.model_dump(mode="json", exclude={"name"}).items()
+    }
     return {
         "run_id": run.run.id,
         "model": run.run.model,
         "family": run.model.family,
         "method": run.run.method,
         "method_name": m.name,
-        "gamma": m.gamma if guided else None,
-        "k": m.k if guided else None,
-        "schedule": m.schedule if guided else None,
-        "temperature": m.temperature,
-        "top_k": m.top_k,
-        "top_p": m.top_p,
-        "confidence": m.confidence if soft else None,
-        "target": m.target if soft else None,
-        "step_norm": m.step_norm if soft else None,
-        "strength": m.strength if soft else None,
-        "floor": m.floor if soft else None,
-        "eps": m.eps if soft else None,
+        "guided": m.uses_uncond,
+        **{key: options.get(key) for key in option_columns()},
         "seed": run.sampling.seed,
     }
 

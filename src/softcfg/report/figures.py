@@ -33,7 +33,7 @@ def save(fig: plt.Figure, stem: Path) -> list[Path]:
 
 def fid_vs_gamma(metrics: pd.DataFrame) -> plt.Figure:
     fid = metrics[metrics["metric"] == "fid"]
-    guided = fid[fid["method_name"] != "none"].assign(k=lambda f: f["k"].map("k={:g}".format))
+    guided = fid[fid["guided"].astype(bool)].assign(k=lambda f: f["k"].map("k={:g}".format))
     guided = guided[guided["target"].isna() | guided["target"].eq("v")]
     models = sorted(fid["model"].unique())
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
@@ -42,8 +42,8 @@ def fid_vs_gamma(metrics: pd.DataFrame) -> plt.Figure:
         sns.lineplot(
             data=data, x="gamma", y="value", hue="method", style="k", markers=True, ax=ax, errorbar=None
         )
-        for value in fid[(fid["model"] == model) & (fid["method_name"] == "none")]["value"]:
-            ax.axhline(value, color="gray", linestyle=":", label="none")
+        for _, row in fid[(fid["model"] == model) & ~fid["guided"].astype(bool)].iterrows():
+            ax.axhline(row["value"], color="gray", linestyle=":", label=row["method"])
         ax.set(title=model, xlabel="guidance scale γ", ylabel="FID (digits classifier features)")
     return fig
 

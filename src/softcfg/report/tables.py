@@ -12,6 +12,8 @@ import math
 
 import pandas as pd
 
+from softcfg.methods import method_names
+
 COLUMNS = {
     "fid": "FID ↓",
     "sfid": "sFID ↓",
@@ -20,12 +22,11 @@ COLUMNS = {
     "recall": "Rec ↑",
     "accuracy": "Acc ↑",
 }
-METHOD_ORDER = {"none": 0, "cfg": 1, "softcfg": 2}
 
 
 def _wide(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, method, gamma, k), metric columns averaged over seeds."""
-    keys = ["model", "method", "method_name", "gamma", "k", "target", "step_norm"]
+    keys = ["model", "method", "method_name", "guided", "gamma", "k", "target", "step_norm"]
     frame = metrics.pivot_table(index=keys, columns="metric", values="value", aggfunc="mean", dropna=False)
     seeds = metrics.groupby(keys, dropna=False)["seed"].nunique().rename("seeds")
     frame = frame.join(seeds).reset_index()
@@ -33,12 +34,14 @@ def _wide(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def _method_sort(frame: pd.DataFrame) -> pd.DataFrame:
-    order = frame["method_name"].map(METHOD_ORDER) * 2 + frame["step_norm"].fillna(False).astype(int)
+    """Methods in registry order (none, cfg, softcfg, then installed ones), step norm after its method."""
+    registry = {name: i for i, name in enumerate(method_names())}
+    order = frame["method_name"].map(registry) * 2 + frame["step_norm"].fillna(False).astype(int)
     return frame.assign(_order=order).sort_values(["model", "_order", "method"]).drop(columns="_order")
 
 
 def _at(frame: pd.DataFrame, gamma: float, k: float) -> pd.DataFrame:
-    unguided = frame["method_name"] == "none"
+    unguided = ~frame["guided"].astype(bool)
     at_focus = frame["gamma"].sub(gamma).abs().lt(1e-9) & frame["k"].sub(k).abs().lt(1e-9)
     return frame[unguided | at_focus]
 
@@ -47,7 +50,7 @@ def ablation_table(metrics: pd.DataFrame, gamma: float, k: float) -> pd.DataFram
     wide = _wide(metrics)
     wide = wide[wide["target"].isna() | wide["target"].eq("v")]
     focus = _method_sort(_at(wide, gamma, k))
-    guided = wide[wide["method_name"] != "none"]
+    guided = wide[wide["guided"].astype(bool)]
     best = (
         guided.loc[guided.groupby(["model", "method"])["fid"].idxmin()]
         if "fid" in guided
@@ -103,7 +106,7 @@ def to_latex(frame: pd.DataFrame, lead: list[str]) -> str:
     ) + "\n"  # fmt: skip
 
 
-TABLES = {
+TABLE_BUILDERS = {
     "ablation": (ablation_table, ["model", "method"]),
     "target": (target_table, ["model", "method", "target"]),
 }

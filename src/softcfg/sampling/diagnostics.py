@@ -10,7 +10,8 @@ import math
 import torch
 from torch import Tensor
 
-from softcfg.guidance import StepLogits, normalized_entropy
+from softcfg.guidance.confidence import StepLogits
+from softcfg.guidance.entropy import normalized_entropy
 
 DIAGNOSTICS = ("entropy_cond", "entropy_uncond", "entropy_guided", "weight_min", "weight_mean")
 

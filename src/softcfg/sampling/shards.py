@@ -1,10 +1,10 @@
-"""One shard of one run: labels by the documented scheme, seeds derived per batch, images decoded.
+"""One shard of one run: conditions by the documented scheme, seeds derived per batch, images decoded.
 
-Labels: sample number n of a run (counting across shards) has class ``n % num_classes``, i.e. classes
-round-robin as in the ImageNet sampling scripts (50 per class for 50k samples when the run size is a
-multiple of the class count). Batch b of shard i draws from a generator seeded by
-``SeedSequence([seed, i, b])``, so a shard is deterministic from (seed, shard index, shard size, batch
-size) and independent of other shards.
+Class-conditional models: sample number n of a run (counting across shards) has class
+``n % num_classes``, i.e. classes round-robin as in the ImageNet sampling scripts (50 per class for 50k
+samples when the run size is a multiple of the class count). Batch b of shard i draws from a generator
+seeded by ``SeedSequence([seed, i, b])``, so a shard is deterministic from (seed, shard index, shard
+size, batch size) and independent of other shards.
 
 With a checkpoint folder, every completed batch is kept there (atomically) until the shard is written, so
 a job that is killed, preempted or timed out resumes from its last completed batch and still produces
@@ -23,9 +23,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from softcfg.conditioning import ClassLabels, Conditions, Unconditional
 from softcfg.config import RunConfig
-from softcfg.io.shards import write_npz
+from softcfg.io.atomic import sha256_file
+from softcfg.io.shards import write_npz, write_shard
 from softcfg.models.base import ARModel
+from softcfg.options import UserError
 from softcfg.sampling.diagnostics import StepDiagnostics
 from softcfg.sampling.next_token import generate
 
@@ -36,6 +39,16 @@ def shard_labels(shard_index: int, shard_size: int, num_classes: int) -> np.ndar
     return np.arange(first, first + shard_size, dtype=np.int64) % num_classes
 
 
+def shard_conditions(model: ARModel, shard_index: int, shard_size: int) -> Conditions:
+    """The conditions of one shard's samples, by the model family's conditioning."""
+    kind = model.conditioning
+    if kind == "class":
+        return ClassLabels(torch.from_numpy(shard_labels(shard_index, shard_size, model.num_classes)))
+    if kind == "none":
+        return Unconditional(shard_size)
+    raise UserError(f"sampling shards of a {kind!r}-conditioned model needs a prompt set; this run has none")
+
+
 def batch_seed(seed: int, shard_index: int, batch_index: int) -> int:
     return int(np.random.SeedSequence([seed, shard_index, batch_index]).generate_state(1, np.uint64)[0])
 
@@ -43,7 +56,7 @@ def batch_seed(seed: int, shard_index: int, batch_index: int) -> int:
 @dataclass
 class Shard:
     images: np.ndarray  # uint8 [N, H, W, 3]
-    labels: np.ndarray  # int64 [N]
+    conditions: Conditions
     batch_seeds: list[int]
     diagnostics: StepDiagnostics | None
     resumed: int = 0  # batches taken from the checkpoint folder instead of sampled
@@ -101,7 +114,7 @@ def sample_shard(
     batches in ``checkpoint_dir`` (under ``key``) when given."""
     s = run.sampling
     device = next(model.parameters()).device
-    labels = shard_labels(shard_index, s.shard_size, model.num_classes)
+    conditions = shard_conditions(model, shard_index, s.shard_size)
     diagnostics = None
     images, seeds, resumed = [], [], 0
     starts = range(0, s.shard_size, s.batch_size)
@@ -111,9 +124,9 @@ def sample_shard(
         loaded = _load_batch(kept, key, seeds[-1]) if kept is not None and kept.is_file() else None
         if loaded is None:
             generator = torch.Generator(device=device).manual_seed(seeds[-1])
-            batch_labels = torch.from_numpy(labels[start : start + s.batch_size]).to(device)
+            batch = conditions[start : start + s.batch_size].to(device)
             part = StepDiagnostics(model.num_tokens, device) if s.diagnostics else None
-            tokens = generate(model, batch_labels, run.method, generator, [part] if part is not None else [])
+            tokens = generate(model, batch, run.method, generator, [part] if part is not None else [])
             loaded = (model.decode_images(tokens).cpu().numpy(), part)
             if kept is not None:
                 _keep_batch(kept, key, seeds[-1], *loaded)
@@ -121,9 +134,44 @@ def sample_shard(
             resumed += 1
         images.append(loaded[0])
         diagnostics = _add(diagnostics, loaded[1])
-    return Shard(np.concatenate(images), labels, seeds, diagnostics, resumed)
+    return Shard(np.concatenate(images), conditions, seeds, diagnostics, resumed)
 
 
 def discard_checkpoints(checkpoint_dir: Path) -> None:
     """Once the shard is written its kept batches are of no use."""
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+
+def resume_key(run: RunConfig) -> str:
+    """What kept batches must have been sampled under: the run config and the checksums of the files it
+    loads (contents, not modification times: a copied or touched checkpoint resumes, a changed one not)."""
+    files = [run.model.checkpoint, run.model.tokenizer]
+    return json.dumps([run.config_hash(), *(sha256_file(f) if f is not None else None for f in files)])
+
+
+def write_run_shard(run: RunConfig, shard_index: int, out: Path, progress: bool = True) -> Shard:
+    """Sample shard ``shard_index`` of ``run`` into ``out`` (+ its manifest), resuming from the batches
+    an interrupted attempt kept beside it; returns the shard."""
+    from softcfg.io.provenance import git_commit, package_versions
+    from softcfg.models.loading import load_model
+
+    model = load_model(run.model)
+    checkpoints = out.parent / f".{out.stem}.batches"
+    shard = sample_shard(model, run, shard_index, progress, checkpoints, resume_key(run))
+    arrays, facts = shard.conditions.record()
+    manifest = {
+        "run": run.to_dict(),
+        "config_hash": run.config_hash(),
+        "shard_index": shard_index,
+        **facts,
+        "batch_seeds": shard.batch_seeds,
+        "guidance_convention": "guided = uncond + gamma * (cond - uncond)",
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "diagnostics": shard.diagnostics.as_dict() if shard.diagnostics is not None else None,
+    }
+    if shard.conditions.kind == "class":
+        manifest["label_scheme"] = "class = (shard_index * shard_size + i) % num_classes"
+    write_shard(out, shard.images, arrays, manifest)
+    discard_checkpoints(checkpoints)
+    return shard

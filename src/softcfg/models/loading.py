@@ -1,0 +1,67 @@
+"""Building a model entry's generator: the family's loader, then device, dtype, eval mode and compile."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+import torch
+
+from softcfg.models import alitok, rar
+from softcfg.models.base import ARModel
+from softcfg.models.digits import load_digits_ar
+from softcfg.models.precision import UncondFloat32
+from softcfg.models.registry import get_family
+from softcfg.options import ConfigError
+
+if TYPE_CHECKING:
+    from softcfg.config import ModelEntry
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _overrides(entry: ModelEntry) -> dict[str, int]:
+    return {k: getattr(entry, k) for k in ("dim", "depth", "heads") if getattr(entry, k) is not None}
+
+
+def load_digits(entry: ModelEntry) -> ARModel:
+    return load_digits_ar(entry.checkpoint)
+
+
+def load_alitok(entry: ModelEntry) -> ARModel:
+    base = alitok.SIZES[entry.size] if entry.size else alitok.AliTokConfig(entry.dim, entry.depth)
+    config = dataclasses.replace(base, **_overrides(entry))
+    return alitok.load_alitok(entry.checkpoint, config, entry.tokenizer)
+
+
+def load_rar(entry: ModelEntry) -> ARModel:
+    if entry.size is None and entry.heads is None:
+        raise ConfigError("model.heads: rar needs size (B, L, XL, XXL) or dim, depth and heads")
+    base = rar.SIZES[entry.size] if entry.size else rar.RARConfig(entry.dim, entry.depth, 4 * entry.dim)
+    return rar.load_rar(entry.checkpoint, dataclasses.replace(base, **_overrides(entry)), entry.tokenizer)
+
+
+def load_model(entry: ModelEntry, uncond_fp32: bool | None = None) -> ARModel:
+    """The family's model from its checkpoint, in eval mode, on the entry's device and dtype, with its
+    decode step compiled when the entry asks for it.
+
+    ``uncond_fp32``: run the unconditional rows in float32 (``precision.UncondFloat32``) when the entry's
+    dtype is bf16/fp16; None means yes. In bf16 SoftCFG's perturbation of those rows is mostly rounding
+    noise otherwise (``benchmarks/bf16_perturbation.py``). No effect on fp32 entries.
+    """
+    model = get_family(entry.family).load(entry)
+    model = model.to(device=entry.device, dtype=DTYPES[entry.dtype]).eval()
+    if DTYPES[entry.dtype] != torch.float32 and (uncond_fp32 is None or uncond_fp32):
+        model = UncondFloat32(model)
+        if entry.compile:  # each row group's decode step, not the split around them
+            compile_decode(model.model)
+            compile_decode(model.uncond_model)
+        return model
+    return compile_decode(model) if entry.compile else model
+
+
+def compile_decode(model: ARModel) -> ARModel:
+    """torch.compile the one-token decode step. Positions and visible slots change every step, so the
+    graph is dynamic: one compilation serves the whole loop."""
+    model.decode = torch.compile(model.decode, dynamic=True)
+    return model

@@ -1,0 +1,116 @@
+"""The base of every config entry: typed options, validated once, errors that name the key.
+
+Every entry (model, method, sampling, metrics, the workflow's sweep) is a pydantic model derived from
+``Options``: defaults live on the fields, unknown keys are refused by name, types are checked strictly
+(``true`` is not a number, ``2.5`` is not an integer). Numbers are read as users write them: YAML 1.1
+loaders (PyYAML, Snakemake) read ``1e-5`` as a string, so float fields also accept a string that is a
+YAML 1.2 / JSON number. This module imports neither torch nor numpy, so the Snakefile's parse stays light.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import yaml
+from annotated_types import Ge
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
+
+
+class UserError(ValueError):
+    """Bad input from the user (a config, checkpoint, shard or argument): reported as one line."""
+
+
+class ConfigError(UserError):
+    """A configuration problem; the message names the offending key."""
+
+
+# A YAML 1.2 float: 1e-5, .5, 1.0E+3, -2 (YAML 1.1 needs a dot and a signed exponent).
+_NUMBER = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+
+
+def _yaml12_number(value: Any) -> Any:
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
+Float = Annotated[float, BeforeValidator(_yaml12_number), Strict()]
+"""A float as users write it in YAML (``1e-5`` included); integers are widened, booleans refused."""
+NonNegativeFloat = Annotated[float, Ge(0), BeforeValidator(_yaml12_number), Strict()]
+"""``Float`` >= 0, for list items (a constraint after the validator would not reach the schema)."""
+
+
+class Options(BaseModel):
+    """Frozen, strict, closed: the shared rules of every config entry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
+
+
+EntryT = TypeVar("EntryT", bound=BaseModel)
+
+
+def _location(where: str, loc: tuple) -> str:
+    """``where`` plus pydantic's location, list indices as ``[i]``, union branch tags dropped."""
+    text = where
+    for item in loc:
+        if isinstance(item, int):
+            text += f"[{item}]"
+        elif not str(item).startswith(("function-", "tagged-union")):
+            text += f".{item}" if text else str(item)
+    return text
+
+
+def error_message(exc: ValidationError, where: str) -> str:
+    """pydantic's first error as one line: ``method.gama: unknown key`` or ``method.gamma: must be ...``."""
+    error = exc.errors(include_url=False)[0]
+    key = _location(where, tuple(error["loc"]))
+    kind, message = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        return f"unknown key {key}"
+    if kind == "missing":
+        return (
+            f"{key}: missing" if error["loc"] and isinstance(error["loc"][-1], int) else f"missing key {key}"
+        )
+    if kind in ("value_error", "assertion_error"):  # our validators' messages say what they got
+        message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        field, sep, rest = message.partition(": ")  # an entry's check names its key: "size: ..."
+        if sep and field.isidentifier():
+            return f"{key}.{field}: {rest}"
+        return f"{key}: {message}"
+    return f"{key}: {message}, got {error['input']!r}" if "input" in error else f"{key}: {message}"
+
+
+def validate(cls: type[EntryT], data: Any, where: str) -> EntryT:
+    """Build ``cls`` from plain data; any problem is a ConfigError naming ``where.key``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, got {data!r}")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(error_message(exc, where)) from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file as plain data; a missing or unparsable file is a ConfigError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+__all__ = [
+    "ConfigError",
+    "Field",
+    "Float",
+    "NonNegativeFloat",
+    "Options",
+    "UserError",
+    "error_message",
+    "read_yaml",
+    "validate",
+]
