@@ -101,6 +101,16 @@ def _uncond_logits(model, labels: torch.Tensor, tokens: torch.Tensor, soft: bool
     return out
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: a few hundred tiny decode steps, where thread hand-offs (on a busy machine,
+    spinning) would cost far more than the arithmetic."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def sharp_alitok():
     """A small random AliTok (dims 64 / depth 2 / heads 2, the real 273 tokens and 4096 codes) in bf16,
@@ -153,16 +163,19 @@ def test_float32_uncond_rows_split_the_batch(sharp_alitok):
         model.prefill(ClassLabels(labels.flip(0)), model.new_cache(4))
 
 
-def test_load_model_runs_uncond_rows_in_float32_for_bf16(tmp_path):
+def test_load_model_runs_uncond_rows_in_float32_when_asked(tmp_path):
     from softcfg.models.loading import load_model
 
     torch.manual_seed(0)
     checkpoint = tmp_path / "alitok.bin"
     torch.save(AliTok(AliTokConfig(dim=32, depth=1, heads=2)).generator.state_dict(), checkpoint)
-    entry = dict(family="alitok", checkpoint=str(checkpoint), size=None, tokenizer=None, device="cpu",
-                 dim=32, depth=1, heads=2, compile=False)  # fmt: skip
-    assert isinstance(load_model(SimpleNamespace(**entry, dtype="bf16")), UncondFloat32)
-    assert not isinstance(load_model(SimpleNamespace(**entry, dtype="fp32")), UncondFloat32)
-    assert not isinstance(
-        load_model(SimpleNamespace(**entry, dtype="bf16"), uncond_fp32=False), UncondFloat32
-    )
+    fields = dict(family="alitok", checkpoint=str(checkpoint), size=None, tokenizer=None, device="cpu",
+                  dim=32, depth=1, heads=2, compile=False)  # fmt: skip
+    bf16, fp32 = SimpleNamespace(**fields, dtype="bf16"), SimpleNamespace(**fields, dtype="fp32")
+    split = load_model(bf16, uncond_fp32=True)
+    assert isinstance(split, UncondFloat32)
+    assert split.model.generator.output.weight.dtype == torch.bfloat16
+    assert split.uncond_model.generator.output.weight.dtype == torch.float32
+    assert split.num_tokens == 273 and split.null_class == 1000 and split.conditioning == "class"
+    assert not isinstance(load_model(bf16), UncondFloat32)  # off by default (its cost)
+    assert not isinstance(load_model(fp32, uncond_fp32=True), UncondFloat32)

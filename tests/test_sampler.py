@@ -6,8 +6,6 @@ import torch
 
 from softcfg.conditioning import ClassLabels
 from softcfg.methods import parse_method
-from softcfg.guidance.confidence import CONFIDENCES, StepLogits
-from softcfg.guidance.weights import step_normalized_weights
 from softcfg.sampling.diagnostics import StepDiagnostics
 from softcfg.sampling.next_token import generate
 from softcfg.sampling.replay import replay
@@ -49,6 +47,20 @@ def test_softcfg_strength_zero_reproduces_cfg_exactly(model):
             assert np.array_equal(soft[name], cfg[name]), (target, name)
 
 
+def _paper_weights(q, method):
+    """The weights written here from the paper and the authors' samplers, not from the package."""
+    if method.step_norm:  # recomputed every step from all visible confidences
+        return torch.clamp(
+            (1 - q / (q.sum(-1, keepdim=True) + method.eps)) ** method.strength, min=method.floor
+        )
+    return (1 - q) ** method.strength  # fixed once per token (the authors' 1 - q at strength 1)
+
+
+def _paper_confidence(cond, token, kind):
+    probs = torch.softmax(cond.double(), -1)
+    return probs.amax(-1) if kind == "cond_max" else probs.gather(-1, token[:, None])[:, 0]
+
+
 def _authors_in_place_replay(model, labels, tokens, method):
     """SoftCFG the authors' way: scale the stored uncond cache in place by W_t / W_{t-1} every step."""
     batch = len(labels)
@@ -61,7 +73,7 @@ def _authors_in_place_replay(model, labels, tokens, method):
     logits = model.prefill(rows, cache)
     for t in range(model.num_tokens):
         if t > 0:
-            target = step_normalized_weights(q[:, 1:t], method.floor, method.eps, method.strength)
+            target = _paper_weights(q[:, 1:t], method)
             ratio = target.clone()
             ratio[:, : previous.shape[1]] /= previous
             first = model.prediction_slot(1)
@@ -75,17 +87,27 @@ def _authors_in_place_replay(model, labels, tokens, method):
             logits = model.decode(tokens[:, t - 1].repeat(2), t - 1, cache)
         cond, uncond = logits.chunk(2)
         guided = uncond + scales[t] * (cond - uncond)
-        q[:, t] = CONFIDENCES[method.confidence](StepLogits(cond, uncond, guided, tokens[:, t]))
+        q[:, t] = _paper_confidence(cond, tokens[:, t], method.confidence).float()
         cond_steps.append(cond)
         guided_steps.append(guided)
     return torch.stack(cond_steps, 1), torch.stack(guided_steps, 1)
 
 
-@pytest.mark.parametrize("target", ["v", "k", "kv"])
-@pytest.mark.parametrize("confidence", ["cond_max", "cond_sampled"])
-def test_softcfg_equals_authors_in_place_cache_scaling(model, target, confidence):
+@pytest.mark.parametrize(
+    ("target", "confidence", "step_norm", "strength"),
+    [
+        ("v", "cond_max", True, 1.0),
+        ("k", "cond_max", True, 1.0),
+        ("kv", "cond_sampled", True, 1.0),
+        ("v", "cond_sampled", True, 0.5),
+        ("v", "cond_max", False, 1.0),
+        ("kv", "cond_sampled", False, 2.0),
+    ],
+)
+def test_softcfg_equals_authors_in_place_cache_scaling(model, target, confidence, step_norm, strength):
     tokens, labels = _tokens(model, batch=3, seed=1)
-    method = parse_method({**SOFT, "target": target, "confidence": confidence})
+    options = {"target": target, "confidence": confidence, "step_norm": step_norm, "strength": strength}
+    method = parse_method({**SOFT, **options})
     ours = replay(model, method, labels, tokens)
     with torch.inference_mode():
         cond, guided = _authors_in_place_replay(model, labels, tokens, method)
@@ -101,7 +123,7 @@ def test_replay_weights_follow_step_normalization(model):
     cond = torch.from_numpy(out["cond"])
     q = torch.softmax(cond, -1).amax(-1)  # cond_max, computed here from the replayed logits
     for t in (2, 10, 63):
-        expected = step_normalized_weights(q[:, 1:t])
+        expected = _paper_weights(q[:, 1:t], parse_method(SOFT))
         np.testing.assert_allclose(out["weights"][:, t, 1:t], expected.numpy(), rtol=1e-5)
         assert (out["weights"][:, t, t:] == 1).all() and (out["weights"][:, t, 0] == 1).all()
 

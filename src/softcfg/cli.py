@@ -181,82 +181,16 @@ def cmd_features(args: argparse.Namespace) -> None:
     write_npz(args.out, {**feats, "labels": labels, "meta": np.array(json.dumps(meta))})
 
 
-def _read_features(path: str) -> tuple[dict[str, np.ndarray], dict]:
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    return arrays, json.loads(str(arrays.pop("meta")))
-
-
-def _digits_feature_sets(samples_path: str, reference_path: str) -> tuple[list, dict, tuple[str, str]]:
-    """(samples, reference) feature sets, class accuracy, and (extractor, reference) descriptions."""
-    from softcfg.metrics.suite import FeatureSet, class_accuracy
-
-    samples, meta = _read_features(samples_path)
-    reference, ref_meta = _read_features(reference_path)
-    if meta["extractor_sha256"] != ref_meta["extractor_sha256"]:
-        _fail(f"{samples_path} and {reference_path} were extracted with different classifier weights")
-    sets = [FeatureSet(f["features"], f["logits"]) for f in (samples, reference)]
-    extras = {"accuracy": class_accuracy(samples["logits"], samples["labels"])}
-    describe = (
-        f"{meta['extractor']}@{meta['extractor_sha256'][:12]}",
-        f"digits ({len(reference['labels'])} images)",
-    )
-    return sets, extras, describe
-
-
-def _inception_feature_sets(
-    sample_paths: list[str], reference_path: str
-) -> tuple[list, dict, tuple[str, str]]:
-    """(samples, reference) feature sets, no extras, and (extractor, reference) descriptions."""
-    from softcfg.metrics.inception_features import reference_feature_set, sample_feature_set
-
-    samples, meta = sample_feature_set(sample_paths)
-    reference, ref_meta = reference_feature_set(reference_path)
-    if meta["weights"]["sha256"] != ref_meta["weights"]["sha256"]:
-        _fail(f"{sample_paths[0]} and {reference_path} were extracted with different Inception weights")
-    if meta["image_size"] != ref_meta["image_size"]:
-        _fail(f"samples are {meta['image_size']} images, the reference {ref_meta['image_size']}")
-    describe = (
-        f"{meta['weights']['source']}@{meta['weights']['sha256'][:12]}",
-        f"{ref_meta['reference']} ({ref_meta['num_images']} images, "
-        f"sha256 {ref_meta['reference_sha256'][:12]})",
-    )
-    return [samples, reference], {}, describe
-
-
 def cmd_metrics(args: argparse.Namespace) -> None:
-    """One run's metrics from its features: the digits classifier's (one file) or Inception's (one file
-    per shard), told apart by the files' own records."""
+    """One run's metrics from its features (either extractor, told apart by the files' own records)."""
     from softcfg.io.atomic import atomic_write_text
-    from softcfg.metrics.inception import EXTRACTOR as INCEPTION
-    from softcfg.metrics.suite import PRSettings, compute_metrics
+    from softcfg.metrics.scoring import run_metrics
+    from softcfg.metrics.suite import PRSettings
 
     _check_inputs([*args.samples, args.reference], "metrics")
     run = load_run_config(args.config, check_files=False)  # scored from features: no checkpoint needed
-    with np.load(args.samples[0], allow_pickle=False) as data:
-        extractor = json.loads(str(data["meta"])).get("extractor") if "meta" in data.files else None
-    if extractor == INCEPTION:
-        (samples, reference), extras, (source, ref_name) = _inception_feature_sets(
-            args.samples, args.reference
-        )
-    elif len(args.samples) == 1:
-        (samples, reference), extras, (source, ref_name) = _digits_feature_sets(
-            args.samples[0], args.reference
-        )
-    else:
-        _fail(f"--samples: {extractor!r} features come as one file per run, got {len(args.samples)}")
-    n = min(samples.features.shape[0], reference.features.shape[0])
-    if "kid" in args.names and args.kid_subset_size > n:
-        _fail(f"--kid-subset-size {args.kid_subset_size} exceeds the number of samples or reference images")
     pr = PRSettings(float16=args.pr_float16, device=args.device)
-    values = compute_metrics(samples, reference, tuple(args.names), args.kid_subset_size, pr) | extras
-    record = {
-        "run": run.to_dict(),
-        "metrics": values,
-        "num_samples": int(samples.features.shape[0]),
-        "extractor": source,
-        "reference": ref_name,
-    }
+    record = run_metrics(run, args.samples, args.reference, tuple(args.names), args.kid_subset_size, pr)
     atomic_write_text(args.out, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
@@ -313,53 +247,22 @@ def cmd_inception_reference(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     """ADM's evaluator on this package: a sample npz (or folder of them) against a reference batch."""
-    from softcfg.metrics.inception import resolve_weights
-    from softcfg.metrics.inception_features import (
-        feature_set,
-        features_arrays,
-        load_images,
-        read_reference,
-        reference_arrays,
-    )
-    from softcfg.metrics.suite import PRSettings, compute_metrics
+    from softcfg.metrics.scoring import ADM_LINES, evaluate_samples
 
-    ref_images, _ = read_reference(args.reference)  # every input checked before any extraction
-    images = load_images(args.samples)
-    if images.shape[1:] != ref_images.shape[1:]:
-        _fail(f"{args.samples}: images are {images.shape[1:3]}, the reference's are {ref_images.shape[1:3]}")
-    if images.shape[0] < 4:
-        _fail(f"{args.samples}: {images.shape[0]} images; precision and recall need at least 4")
-    del ref_images
-    weights = resolve_weights(args.weights)
     _set_threads(args.threads)
-    reference = feature_set(reference_arrays(args.reference, weights, args.batch_size, args.device))
-    samples = feature_set(features_arrays(images, weights, {}, args.batch_size, args.device))
-    names = (
-        ("is", "fid", "sfid", "precision", "recall")
-        if weights.has_logits
-        else ("fid", "sfid", "precision", "recall")
+    result = evaluate_samples(
+        args.reference, args.samples, args.weights, args.batch_size, args.device, args.pr_float16
     )
-    pr = PRSettings(float16=args.pr_float16, device=args.device)
-    values: dict[str, float | None] = dict(compute_metrics(samples, reference, names, pr=pr))
-    unavailable = {} if weights.has_logits else {"is": samples.unavailable}
     if args.json:
-        record = {
-            "metrics": {"is": None} | values,
-            "unavailable": unavailable,
-            "num_samples": int(images.shape[0]),
-            "weights": weights.as_dict(),
-        }
-        print(json.dumps(record, indent=2, sort_keys=True))
+        print(json.dumps(result.record(), indent=2, sort_keys=True))
         return
-    lines = {
-        "is": "Inception Score",
-        "fid": "FID",
-        "sfid": "sFID",
-        "precision": "Precision",
-        "recall": "Recall",
-    }
-    for key, label in lines.items():
-        print(f"{label}: {values[key]}" if key in values else f"{label}: unavailable ({unavailable[key]})")
+    for key, label in ADM_LINES.items():
+        value = result.values.get(key)
+        print(
+            f"{label}: {value}"
+            if key in result.values
+            else f"{label}: unavailable ({result.unavailable[key]})"
+        )
 
 
 def cmd_summarize(args: argparse.Namespace) -> None:
@@ -372,18 +275,9 @@ def cmd_summarize(args: argparse.Namespace) -> None:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> None:
-    from softcfg import layout
-    from softcfg.report.aggregate import aggregate, write_parquet
+    from softcfg.report.aggregate import aggregate_results, write_parquet
 
-    results = Path(args.results)
-    paths = [(layout.metrics(results, r), layout.run_summary(results, r)) for r in args.runs]
-    _check_inputs([str(p) for pair in paths for p in pair], "aggregate")
-    entries = []
-    for metrics_path, summary_path in paths:
-        record = json.loads(metrics_path.read_text())
-        run = parse_run_config(record["run"], check_files=False)  # the record, not the checkpoint
-        entries.append((run, record, json.loads(summary_path.read_text())))
-    metrics, steps = aggregate(entries)
+    metrics, steps = aggregate_results(Path(args.results), args.runs)
     write_parquet(metrics, args.metrics_out)
     write_parquet(steps, args.steps_out)
 

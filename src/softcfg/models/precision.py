@@ -1,14 +1,16 @@
 """Unconditional rows in float32 for bf16/fp16 models, so SoftCFG's perturbation survives the arithmetic.
 
-SoftCFG changes only the unconditional rows, and late in a sequence the change of their logits is a few
-tenths of a per cent of the logits: about the rounding step of bf16 (2^-8 relative), which every
-activation of a bf16 forward pass is rounded to. Computed in bf16 the perturbation is then mostly rounding
-noise (``benchmarks/bf16_perturbation.py``: about 2x its own size at the last steps of a random AliTok),
-and no partial upcast (attention, final logits) helps, because any bf16 rounding of an activation
-downstream of the first weighted attention loses it. Running the unconditional rows in float32, on a
-float32 copy of the same bf16-valued weights, brings the error to about 1 %; the conditional rows, whose
-signal is not a small difference, keep the model's dtype. CFG runs the same split, so SoftCFG and CFG
-(and SoftCFG at strength 0) stay comparable.
+SoftCFG changes only the unconditional rows, and past the first few dozen steps the change of their
+logits is a few tenths of a per cent of the logits: about the rounding step of bf16 (2^-8 relative), which
+every activation of a bf16 forward pass is rounded to. Computed in bf16 the perturbation is then mostly
+rounding noise (``benchmarks/bf16_perturbation.py``, a random AliTok: 30 % off at steps 2-31, 170 % at
+121-152, 250 % at 241-272; fp16 43 % late), and no partial upcast helps (attention in float32: no change;
+with float32 final logits too: 210 % late), because any bf16 rounding of an activation downstream of the
+first weighted attention loses it. Running the unconditional rows in float32, on a float32 copy of the
+same bf16-valued weights, brings the error to about 1 % (the rest: confidences from the bf16 conditional
+rows); the conditional rows, whose signal is not a small difference, keep the model's dtype. CFG runs the
+same split, so SoftCFG and CFG (and SoftCFG at strength 0) stay comparable. On a GPU the float32 matmuls
+must stay IEEE float32 (torch's default "highest" matmul precision): TF32 rounds their inputs to 2^-11.
 """
 
 from __future__ import annotations

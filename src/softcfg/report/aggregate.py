@@ -95,6 +95,26 @@ def aggregate(entries: list[tuple[RunConfig, dict, dict]]) -> tuple[pd.DataFrame
     return pd.DataFrame(rows), pd.concat(steps, ignore_index=True) if steps else pd.DataFrame()
 
 
+def aggregate_results(results: Path, runs: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The tables of the given runs from their outputs under ``results`` (all checked to exist first).
+
+    Runs are read back from their metric records, without their checkpoints (another machine's files)."""
+    from softcfg import layout
+    from softcfg.config import parse_run_config
+    from softcfg.options import UserError
+
+    paths = [(layout.metrics(results, r), layout.run_summary(results, r)) for r in runs]
+    missing = [str(p) for pair in paths for p in pair if not p.is_file()]
+    if missing:
+        raise UserError(f"aggregate: file not found: {missing[0]}")
+    entries = []
+    for metrics_path, summary_path in paths:
+        record = json.loads(metrics_path.read_text())
+        run = parse_run_config(record["run"], check_files=False)
+        entries.append((run, record, json.loads(summary_path.read_text())))
+    return aggregate(entries)
+
+
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
     """Atomically, without the pandas index, so equal frames give equal files."""
     table = pa.Table.from_pandas(frame, preserve_index=False)

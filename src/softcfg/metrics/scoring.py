@@ -1,0 +1,188 @@
+"""Scoring orchestration: a run's metric record from its feature files, and ADM's evaluator on images.
+
+Feature files say which extractor wrote them (their ``meta``); each extractor has a reader here that
+turns (sample files, reference file) into the two feature sets the suite compares, checking that both
+sides were extracted with the same weights before any statistic is computed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from softcfg.config import RunConfig
+from softcfg.metrics.suite import FeatureSet, PRSettings, compute_metrics
+from softcfg.options import UserError
+
+# ADM evaluator's printed lines, in its order
+ADM_LINES = {
+    "is": "Inception Score",
+    "fid": "FID",
+    "sfid": "sFID",
+    "precision": "Precision",
+    "recall": "Recall",
+}
+
+
+@dataclass(frozen=True)
+class FeatureSets:
+    samples: FeatureSet
+    reference: FeatureSet
+    extras: dict[str, float]  # numbers only this extractor gives (e.g. the digits' class accuracy)
+    extractor: str  # which weights, e.g. "digits-classifier@<sha>"
+    reference_name: str  # which reference set, with its size and checksum
+
+
+def _read_features(path: str) -> tuple[dict[str, np.ndarray], dict]:
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    return arrays, json.loads(str(arrays.pop("meta")))
+
+
+def digits_feature_sets(sample_paths: Sequence[str], reference_path: str) -> FeatureSets:
+    """The digits classifier's features: one file per run, class accuracy as an extra."""
+    from softcfg.metrics.suite import class_accuracy
+
+    if len(sample_paths) != 1:
+        raise UserError(f"--samples: digits features come as one file per run, got {len(sample_paths)}")
+    samples, meta = _read_features(sample_paths[0])
+    reference, ref_meta = _read_features(reference_path)
+    if meta["extractor_sha256"] != ref_meta["extractor_sha256"]:
+        raise UserError(
+            f"{sample_paths[0]} and {reference_path} were extracted with different classifier weights"
+        )
+    return FeatureSets(
+        FeatureSet(samples["features"], samples["logits"]),
+        FeatureSet(reference["features"], reference["logits"]),
+        {"accuracy": class_accuracy(samples["logits"], samples["labels"])},
+        f"{meta['extractor']}@{meta['extractor_sha256'][:12]}",
+        f"digits ({len(reference['labels'])} images)",
+    )
+
+
+def inception_feature_sets(sample_paths: Sequence[str], reference_path: str) -> FeatureSets:
+    """Inception features: one file per shard, merged exactly; the reference's cached statistics."""
+    from softcfg.metrics.inception_features import reference_feature_set, sample_feature_set
+
+    samples, meta = sample_feature_set(list(sample_paths))
+    reference, ref_meta = reference_feature_set(reference_path)
+    if meta["weights"]["sha256"] != ref_meta["weights"]["sha256"]:
+        raise UserError(
+            f"{sample_paths[0]} and {reference_path} were extracted with different Inception weights"
+        )
+    if meta["image_size"] != ref_meta["image_size"]:
+        raise UserError(f"samples are {meta['image_size']} images, the reference {ref_meta['image_size']}")
+    return FeatureSets(
+        samples,
+        reference,
+        {},
+        f"{meta['weights']['source']}@{meta['weights']['sha256'][:12]}",
+        f"{ref_meta['reference']} ({ref_meta['num_images']} images, "
+        f"sha256 {ref_meta['reference_sha256'][:12]})",
+    )
+
+
+def _readers() -> dict[str, Callable[[Sequence[str], str], FeatureSets]]:
+    from softcfg.metrics.digits_extractor import EXTRACTOR as DIGITS
+    from softcfg.metrics.inception import EXTRACTOR as INCEPTION
+
+    return {DIGITS: digits_feature_sets, INCEPTION: inception_feature_sets}
+
+
+def feature_sets(sample_paths: Sequence[str], reference_path: str) -> FeatureSets:
+    """The two feature sets of a run, read by the extractor named in the first sample file."""
+    try:
+        with np.load(sample_paths[0], allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{sample_paths[0]}: not a readable features npz: {exc}") from exc
+    readers = _readers()
+    extractor = meta.get("extractor")
+    if extractor not in readers:
+        raise UserError(f"{sample_paths[0]}: features of unknown extractor {extractor!r} ({sorted(readers)})")
+    return readers[extractor](sample_paths, reference_path)
+
+
+def run_metrics(
+    run: RunConfig,
+    sample_paths: Sequence[str],
+    reference_path: str,
+    names: tuple[str, ...],
+    kid_subset_size: int,
+    pr: PRSettings,
+) -> dict[str, Any]:
+    """A run's metrics record: the numbers, the sample count and what they were measured with."""
+    sets = feature_sets(sample_paths, reference_path)
+    n = min(sets.samples.features.shape[0], sets.reference.features.shape[0])
+    if "kid" in names and kid_subset_size > n:
+        raise UserError(
+            f"--kid-subset-size {kid_subset_size} exceeds the number of samples or reference images"
+        )
+    values = compute_metrics(sets.samples, sets.reference, names, kid_subset_size, pr) | sets.extras
+    return {
+        "run": run.to_dict(),
+        "metrics": values,
+        "num_samples": int(sets.samples.features.shape[0]),
+        "extractor": sets.extractor,
+        "reference": sets.reference_name,
+    }
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    values: dict[str, float]
+    unavailable: dict[str, str]  # metric -> why it cannot be given
+    num_samples: int
+    weights: dict[str, Any]
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "metrics": {"is": None} | self.values,
+            "unavailable": self.unavailable,
+            "num_samples": self.num_samples,
+            "weights": self.weights,
+        }
+
+
+def evaluate_samples(
+    reference_path: str | Path,
+    samples_path: str | Path,
+    weights_path: str | None,
+    batch_size: int,
+    device: str,
+    pr_float16: bool,
+) -> Evaluation:
+    """ADM's evaluator: Inception features of both sets (the reference's cached), then IS (when the
+    weights have the head), FID, sFID, precision and recall. Inputs are checked before extraction."""
+    from softcfg.metrics.inception import resolve_weights
+    from softcfg.metrics.inception_features import (
+        feature_set,
+        features_arrays,
+        load_images,
+        read_reference,
+        reference_arrays,
+    )
+
+    ref_images, _ = read_reference(reference_path)
+    images = load_images(samples_path)
+    if images.shape[1:] != ref_images.shape[1:]:
+        raise UserError(
+            f"{samples_path}: images are {images.shape[1:3]}, the reference's are {ref_images.shape[1:3]}"
+        )
+    if images.shape[0] < 4:
+        raise UserError(f"{samples_path}: {images.shape[0]} images; precision and recall need at least 4")
+    del ref_images
+    weights = resolve_weights(weights_path)
+    reference = feature_set(reference_arrays(reference_path, weights, batch_size, device))
+    samples = feature_set(features_arrays(images, weights, {}, batch_size, device))
+    names = tuple(n for n in ADM_LINES if n != "is" or weights.has_logits)
+    values = dict(
+        compute_metrics(samples, reference, names, pr=PRSettings(float16=pr_float16, device=device))
+    )
+    unavailable = {} if weights.has_logits else {"is": samples.unavailable}
+    return Evaluation(values, unavailable, int(images.shape[0]), weights.as_dict())
