@@ -24,9 +24,9 @@ import torch
 
 from softcfg.conditioning import ClassLabels
 from softcfg.methods import parse_method
-from softcfg.models.loading import DTYPES, compile_decode
 from softcfg.models.alitok import SIZES, AliTok, AliTokConfig
 from softcfg.models.gpt import ClassConditionalGPT, GPTConfig
+from softcfg.models.loading import DTYPES, compile_decode
 from softcfg.sampling.diagnostics import StepDiagnostics
 from softcfg.sampling.next_token import generate
 

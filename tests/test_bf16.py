@@ -171,11 +171,14 @@ def test_load_model_runs_uncond_rows_in_float32_when_asked(tmp_path):
     torch.save(AliTok(AliTokConfig(dim=32, depth=1, heads=2)).generator.state_dict(), checkpoint)
     fields = dict(family="alitok", checkpoint=str(checkpoint), size=None, tokenizer=None, device="cpu",
                   dim=32, depth=1, heads=2, compile=False)  # fmt: skip
-    bf16, fp32 = SimpleNamespace(**fields, dtype="bf16"), SimpleNamespace(**fields, dtype="fp32")
-    split = load_model(bf16, uncond_fp32=True)
+    split = load_model(SimpleNamespace(**fields, dtype="bf16", uncond_fp32=True))
     assert isinstance(split, UncondFloat32)
     assert split.model.generator.output.weight.dtype == torch.bfloat16
     assert split.uncond_model.generator.output.weight.dtype == torch.float32
     assert split.num_tokens == 273 and split.null_class == 1000 and split.conditioning == "class"
-    assert not isinstance(load_model(bf16), UncondFloat32)  # off by default (its cost)
-    assert not isinstance(load_model(fp32, uncond_fp32=True), UncondFloat32)
+    assert not isinstance(
+        load_model(SimpleNamespace(**fields, dtype="bf16", uncond_fp32=False)), UncondFloat32
+    )
+    assert not isinstance(
+        load_model(SimpleNamespace(**fields, dtype="fp32", uncond_fp32=None)), UncondFloat32
+    )

@@ -135,3 +135,20 @@ def test_parsing_a_config_does_not_import_torch(tmp_path):
     subprocess.run(
         [sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1])
     )
+
+
+def test_a_low_precision_softcfg_run_must_choose_its_unconditional_precision():
+    model = {"family": "alitok", "size": "B", "checkpoint": "x", "dtype": "bf16"}
+    with pytest.raises(ConfigError, match=r"model\.uncond_fp32: a bf16 softcfg run must choose"):
+        parse_run_config({"model": model, "method": {"name": "softcfg"}}, check_files=False)
+    for choice in (True, False):
+        run = parse_run_config(
+            {"model": {**model, "uncond_fp32": choice}, "method": {"name": "softcfg"}}, check_files=False
+        )
+        assert run.model.uncond_fp32 is choice
+    assert (
+        parse_run_config({"model": model, "method": {"name": "cfg"}}, check_files=False).model.dtype == "bf16"
+    )
+    fp32 = {**model, "dtype": "fp32", "uncond_fp32": True}
+    with pytest.raises(ConfigError, match=r"model\.uncond_fp32: only for dtype bf16 or fp16"):
+        parse_run_config({"model": fp32, "method": {"name": "cfg"}}, check_files=False)

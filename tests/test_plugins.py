@@ -1,5 +1,6 @@
-"""A guidance method installed from a package made here, found through the ``softcfg.methods`` entry
-point by the config, ``softcfg sample`` and the workflow, without editing softcfg."""
+"""A guidance method and a model family installed from a package made here, found through the
+``softcfg.methods`` and ``softcfg.models`` entry points by the config, ``softcfg sample`` and the
+workflow, without editing softcfg."""
 
 from __future__ import annotations
 
@@ -50,18 +51,21 @@ def test_the_registry_finds_the_installed_method(site, monkeypatch):
     assert (method.gamma, method.sharpen, method.axes()) == (2.0, 2.0, {"gamma": 2.0, "k": 1.0})
     with pytest.raises(ConfigError, match=r"method\.sharpen: Input should be greater than 0"):
         parse_method({"name": "sharpened_cfg", "sharpen": 0})
+    from softcfg.models.registry import family_names, get_family
+
+    assert "digits_copy" in family_names() and get_family("digits_copy").extractor == "digits"
 
 
-def test_softcfg_sample_runs_the_installed_method(site, tmp_path, checkpoint):
-    """Sharpening the guided logits by 2 draws the same tokens as CFG at half the temperature."""
+def test_softcfg_sample_runs_the_installed_method_and_family(site, tmp_path, checkpoint):
+    """Sharpening the guided logits by 2 draws the same tokens as CFG at half the temperature; the
+    installed family (the digits model under another name) gives the same images."""
     sampling = {"shard_size": 6, "batch_size": 3, "seed": 4}
-    method = {"gamma": 2.5, "k": 1.0}
-    plugin = write_run_config(
-        tmp_path / "p.yaml", checkpoint, {"name": "sharpened_cfg", "sharpen": 2.0, **method}, sampling
-    )
-    cfg = write_run_config(
-        tmp_path / "c.yaml", checkpoint, {"name": "cfg", "temperature": 0.5, **method}, sampling
-    )
+    sharpened = {"name": "sharpened_cfg", "sharpen": 2.0, "gamma": 2.5, "k": 1.0}
+    cooled = {"name": "cfg", "temperature": 0.5, "gamma": 2.5, "k": 1.0}
+    plugin = write_run_config(tmp_path / "p.yaml", checkpoint, sharpened, sampling)
+    data = yaml.safe_load(plugin.read_text())
+    plugin.write_text(yaml.safe_dump({**data, "model": {**data["model"], "family": "digits_copy"}}))
+    cfg = write_run_config(tmp_path / "c.yaml", checkpoint, cooled, sampling)
     for config, out in ((plugin, "p.npz"), (cfg, "c.npz")):
         subprocess.run(
             [sys.executable, "-m", "softcfg", "sample", "--config", str(config), "--shard", "1",

@@ -38,6 +38,11 @@ class ModelEntry(Options):
     depth: PositiveInt | None = Field(None, description="depth, overriding the size's")
     heads: PositiveInt | None = Field(None, description="attention heads, overriding the size's")
     compile: bool = Field(False, description="torch.compile the one-token decode step")
+    uncond_fp32: bool | None = Field(
+        None,
+        description="bf16/fp16 only: run the unconditional rows in float32 (exact SoftCFG, ~1.3-1.9x the "
+        "decode step); a low-precision SoftCFG run must choose",
+    )
 
     @field_validator("family")
     @classmethod
@@ -62,6 +67,12 @@ class ModelEntry(Options):
                 else f"family {family!r} has no sizes"
             )
         return size
+
+    @model_validator(mode="after")
+    def _precision_choice(self) -> ModelEntry:
+        if self.dtype == "fp32" and self.uncond_fp32 is not None:
+            raise ValueError("uncond_fp32: only for dtype bf16 or fp16 (fp32 rows are float32 already)")
+        return self
 
     @model_validator(mode="after")
     def _size_or_dims(self) -> ModelEntry:
@@ -109,6 +120,9 @@ class RunConfig:
     sampling: SamplingEntry = field(default_factory=SamplingEntry)
     run: RunInfo | None = None
 
+    def __post_init__(self) -> None:
+        check_precision(self.model, self.method)
+
     def to_dict(self) -> dict[str, Any]:
         parts = {"model": self.model, "method": self.method, "sampling": self.sampling, "run": self.run}
         return {k: None if v is None else v.model_dump(mode="json") for k, v in parts.items()}
@@ -117,6 +131,18 @@ class RunConfig:
         """sha256 (12 hex digits) of what determines the samples: model, method and sampling entries."""
         data = {k: v for k, v in self.to_dict().items() if k != "run"}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def check_precision(model: ModelEntry, method: GuidanceMethod, where: str = "model") -> None:
+    """A bf16/fp16 run of a cache-perturbing method must say whether its unconditional rows run in
+    float32: in bf16 the perturbation falls below the rounding of the activations after a few dozen
+    steps (README, "bf16 and fp16"), so neither choice is safe to make silently."""
+    if method.perturbs_cache and model.dtype != "fp32" and model.uncond_fp32 is None:
+        raise ConfigError(
+            f"{where}.uncond_fp32: a {model.dtype} {method.name} run must choose: true runs the "
+            "unconditional rows in float32 (exact perturbation, about 1.3-1.9x the decode step), false "
+            f"keeps them {model.dtype} (its late-step perturbation is mostly rounding noise)"
+        )
 
 
 def parse_model(data: Any, where: str = "model", check_files: bool = True) -> ModelEntry:

@@ -22,6 +22,7 @@ from softcfg.config import (
     RunInfo,
     SamplingEntry,
     WorkflowConfig,
+    check_precision,
 )
 from softcfg.methods import GuidanceMethod, apply_preset, method_class, parse_method
 from softcfg.metrics import EXTRACTORS, METRICS
@@ -142,6 +143,7 @@ def load_sweep(data: Any) -> Sweep:
                 rid = run_id(model_name, method_name, method.axes(), seed)
                 if rid in runs:
                     raise ConfigError(f"methods.{method_name}: run id {rid} is produced twice")
+                check_precision(model, method, f"models.{model_name}")
                 run = RunConfig(
                     model=model,
                     method=method,

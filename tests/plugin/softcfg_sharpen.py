@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from softcfg.methods import CFG, Guidance, Refinement
+from softcfg.models.registry import Family
 from softcfg.options import Field, Float
 
 
@@ -30,3 +31,7 @@ class SharpenedCFG(CFG):
         guidance = super().guidance(model, batch, device)
         guidance.refinements = (Sharpen(self.sharpen),)
         return guidance
+
+
+# A model family from outside the package: the embedded digits model under another name.
+DIGITS_COPY = Family("digits_copy", "softcfg.models.loading:load_digits", extractor="digits")

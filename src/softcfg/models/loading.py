@@ -41,18 +41,18 @@ def load_rar(entry: ModelEntry) -> ARModel:
     return rar.load_rar(entry.checkpoint, dataclasses.replace(base, **_overrides(entry)), entry.tokenizer)
 
 
-def load_model(entry: ModelEntry, uncond_fp32: bool = False) -> ARModel:
+def load_model(entry: ModelEntry) -> ARModel:
     """The family's model from its checkpoint, in eval mode, on the entry's device and dtype, with its
     decode step compiled when the entry asks for it.
 
-    ``uncond_fp32``: for a bf16/fp16 entry, run the unconditional rows in float32
+    ``entry.uncond_fp32``: for a bf16/fp16 entry, run the unconditional rows in float32
     (``precision.UncondFloat32``); without it SoftCFG's perturbation of those rows is mostly bf16 rounding
-    noise past the first few dozen steps (``benchmarks/bf16_perturbation.py``). Off by default: it cost
-    1.3-1.9x the bf16 decode step where measured. No effect on fp32 entries.
+    noise past the first few dozen steps (``benchmarks/bf16_perturbation.py``). It cost 1.3-1.9x the
+    bf16 decode step where measured, so a low-precision SoftCFG run must choose (``softcfg.config``).
     """
     model = get_family(entry.family).load(entry)
     model = model.to(device=entry.device, dtype=DTYPES[entry.dtype]).eval()
-    if uncond_fp32 and DTYPES[entry.dtype] != torch.float32:
+    if entry.uncond_fp32 and DTYPES[entry.dtype] != torch.float32:
         model = UncondFloat32(model)
         if entry.compile:  # each row group's decode step, not the split around them
             compile_decode(model.model)
