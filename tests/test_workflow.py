@@ -191,3 +191,25 @@ def test_tables_show_whole_seed_counts(finished):
     lines = (finished / "results" / "tables" / "ablation.md").read_text().splitlines()
     assert len(lines) == 2 + 4 + 3  # header, rule, 4 methods at the focus, 3 "+opt" rows
     assert all(line.rstrip(" |").endswith("| 1") for line in lines[2:])
+
+
+def test_the_snakefile_parses_and_plans_without_importing_torch(tmp_path, checkpoint):
+    """Planning a sweep (here a dry run of the default config and of a small one) never loads torch."""
+    workdir = make_workdir(tmp_path / "dry", checkpoint)
+    code = (
+        "import sys\n"
+        "class NoTorch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ImportError('torch imported while planning the workflow')\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
+        "from snakemake.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    for directory in (REPO, workdir):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, "--snakefile", str(REPO / "Snakefile"), "--directory",
+             str(directory), "--dry-run", "--quiet", "--cores", "1"],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
