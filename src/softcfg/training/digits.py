@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from softcfg.conditioning import ClassLabels
 from softcfg.data.digits import DigitsSplit, tokens_to_uint8_images, uint8_images_to_gray
 from softcfg.models.digits import DigitsAR, DigitsARConfig
 from softcfg.models.digits_classifier import DigitsClassifier
@@ -36,7 +37,7 @@ def ar_loss(model: DigitsAR, tokens: Tensor, labels: Tensor) -> float:
     """Mean per-token cross-entropy (nats) of the conditional model, in eval mode."""
     was_training = model.training
     model.eval()
-    logits = model(labels, tokens)
+    logits = model(ClassLabels(labels), tokens)
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1)).item()
     model.train(was_training)
     return loss
@@ -63,7 +64,7 @@ def train_digits_ar(
         tokens, labels = split.train_tokens[idx], split.train_labels[idx]
         drop = torch.rand(labels.shape, generator=gen) < training.label_dropout
         labels = labels.masked_fill(drop, model.null_class)
-        logits = model(labels, tokens)
+        logits = model(ClassLabels(labels), tokens)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
