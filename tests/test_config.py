@@ -61,7 +61,7 @@ def test_defaults_and_coercion(tmp_path, checkpoint):
         0.05,
         1e-5,
     )
-    assert isinstance(m.gamma, float) and run.sampling.shard_size == 100
+    assert isinstance(m.gamma, float) and (run.sampling.shard_size, run.sampling.batch_size) == (500, 100)
 
 
 def test_numbers_are_read_as_users_write_them(tmp_path, checkpoint):
@@ -152,3 +152,12 @@ def test_a_low_precision_softcfg_run_must_choose_its_unconditional_precision():
     fp32 = {**model, "dtype": "fp32", "uncond_fp32": True}
     with pytest.raises(ConfigError, match=r"model\.uncond_fp32: only for dtype bf16 or fp16"):
         parse_run_config({"model": fp32, "method": {"name": "cfg"}}, check_files=False)
+
+
+def test_extractor_records_name_what_their_files_record():
+    from softcfg.metrics import EXTRACTORS
+    from softcfg.metrics.digits_extractor import EXTRACTOR as DIGITS
+    from softcfg.metrics.inception import EXTRACTOR as INCEPTION
+
+    assert {e.file_tag for e in EXTRACTORS.values()} == {DIGITS, INCEPTION}
+    assert {get_family(f).extractor for f in ("digits", "alitok", "rar")} <= set(EXTRACTORS)

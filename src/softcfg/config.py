@@ -92,7 +92,7 @@ class ModelEntry(Options):
 class ShardSizes(Options):
     """How a run's samples are cut: shards (one file each) of batches (one generation each)."""
 
-    shard_size: PositiveInt = Field(100, description="samples per shard file")
+    shard_size: PositiveInt = Field(500, description="samples per shard file")
     batch_size: PositiveInt = Field(100, description="samples generated at once")
     diagnostics: bool = Field(True, description="per-step entropies and weight statistics in manifests")
 
@@ -211,8 +211,6 @@ class SweepModelEntry(ModelEntry):
 class SweepSampling(ShardSizes):
     """Sizes shared by every run of the sweep; seeds are the top-level list ``seeds``."""
 
-    shard_size: PositiveInt = Field(500, description="samples per shard file")
-    batch_size: PositiveInt = Field(500, description="samples generated at once")
     samples_per_run: PositiveInt = Field(1000, description="a multiple of shard_size")
 
     @model_validator(mode="after")

@@ -13,17 +13,31 @@ METRICS = ("fid", "sfid", "is", "kid", "precision", "recall")
 
 @dataclass(frozen=True)
 class Extractor:
-    """A feature extractor as the workflow sees it."""
+    """A feature extractor as the workflow and the metrics step see it."""
 
     name: str
     description: str
     metrics: tuple[str, ...]  # what its features support
     per_shard: bool  # features are extracted per sample shard (fan-out) rather than per run
+    file_tag: str  # the ``extractor`` its feature files record in their ``meta``
+    reader: str  # "module:function"(sample paths, reference path) -> scoring.FeatureSets
 
 
 EXTRACTORS = {
     "digits": Extractor(
-        "digits", "the embedded digits classifier", ("fid", "is", "kid", "precision", "recall"), False
+        "digits",
+        "the embedded digits classifier",
+        ("fid", "is", "kid", "precision", "recall"),
+        per_shard=False,
+        file_tag="digits-classifier",
+        reader="softcfg.metrics.scoring:digits_feature_sets",
     ),
-    "inception": Extractor("inception", "ADM's 2015 Inception (pool_3, spatial, logits)", METRICS, True),
+    "inception": Extractor(
+        "inception",
+        "ADM's 2015 Inception (pool_3, spatial, logits)",
+        METRICS,
+        per_shard=True,
+        file_tag="inception-v3-adm",
+        reader="softcfg.metrics.scoring:inception_feature_sets",
+    ),
 }

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from softcfg.config import RunConfig
+from softcfg.metrics import EXTRACTORS
 from softcfg.metrics.suite import FeatureSet, PRSettings, compute_metrics
 from softcfg.options import UserError
 
@@ -87,11 +89,13 @@ def inception_feature_sets(sample_paths: Sequence[str], reference_path: str) -> 
     )
 
 
-def _readers() -> dict[str, Callable[[Sequence[str], str], FeatureSets]]:
-    from softcfg.metrics.digits_extractor import EXTRACTOR as DIGITS
-    from softcfg.metrics.inception import EXTRACTOR as INCEPTION
-
-    return {DIGITS: digits_feature_sets, INCEPTION: inception_feature_sets}
+def _reader(tag: str) -> Callable[[Sequence[str], str], FeatureSets] | None:
+    """The reader of the extractor whose files carry ``tag`` (``softcfg.metrics.EXTRACTORS``)."""
+    for extractor in EXTRACTORS.values():
+        if extractor.file_tag == tag:
+            module, _, function = extractor.reader.partition(":")
+            return getattr(import_module(module), function)
+    return None
 
 
 def feature_sets(sample_paths: Sequence[str], reference_path: str) -> FeatureSets:
@@ -101,11 +105,13 @@ def feature_sets(sample_paths: Sequence[str], reference_path: str) -> FeatureSet
             meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
     except (OSError, ValueError) as exc:
         raise UserError(f"{sample_paths[0]}: not a readable features npz: {exc}") from exc
-    readers = _readers()
-    extractor = meta.get("extractor")
-    if extractor not in readers:
-        raise UserError(f"{sample_paths[0]}: features of unknown extractor {extractor!r} ({sorted(readers)})")
-    return readers[extractor](sample_paths, reference_path)
+    reader = _reader(meta.get("extractor"))
+    if reader is None:
+        known = sorted(e.file_tag for e in EXTRACTORS.values())
+        raise UserError(
+            f"{sample_paths[0]}: features of unknown extractor {meta.get('extractor')!r} ({known})"
+        )
+    return reader(sample_paths, reference_path)
 
 
 def run_metrics(
