@@ -122,7 +122,7 @@ def test_family_records_match_the_adapters():
     assert set(presets()) == {f"alitok-{s}" for s in alitok.SIZES} | {f"rar-{s}" for s in rar.SIZES}
 
 
-def test_parsing_a_config_does_not_import_torch(tmp_path):
+def test_parsing_configs_tables_and_figures_do_not_import_torch(tmp_path):
     import subprocess
 
     code = (
@@ -130,6 +130,7 @@ def test_parsing_a_config_does_not_import_torch(tmp_path):
         "load_sweep(yaml.safe_load(open('config.yaml')));"
         "parse_run_config({'model': {'family': 'alitok', 'size': 'B', 'checkpoint': 'x'},"
         " 'method': {'name': 'softcfg', 'preset': 'alitok-B'}}, check_files=False);"
+        "import softcfg.cli, softcfg.report.tables, softcfg.report.figures, softcfg.report.aggregate;"
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run(
