@@ -140,12 +140,18 @@ def test_rerun_is_a_no_op(finished):
     ("edit", "message"),
     [
         (lambda c: c["methods"]["cfg"].update(name="pag"), "methods.cfg.name: unknown method 'pag'"),
-        (lambda c: c["grid"].update(gamma=[-1.0]), "grid.gamma[0] must be >= 0"),
+        (
+            lambda c: c["grid"].update(gamma=[-1.0]),
+            "config.grid.gamma[0]: Input should be greater than or equal to 0",
+        ),
         (
             lambda c: c["models"]["tiny"].update(checkpoint="nowhere.pt"),
             "models.tiny.checkpoint: file not found",
         ),
-        (lambda c: c["sampling"].update(shard_size=0), "sampling.shard_size must be >= 1"),
+        (
+            lambda c: c["sampling"].update(shard_size=0),
+            "config.sampling.shard_size: Input should be greater than 0",
+        ),
     ],
 )
 def test_bad_config_is_refused_at_dag_construction(tmp_path, checkpoint, edit, message):
