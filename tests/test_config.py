@@ -81,7 +81,7 @@ def test_numbers_are_read_as_users_write_them(tmp_path, checkpoint):
 
 
 def test_method_behaviour_flags_come_from_the_registry():
-    assert method_names()[:3] == ["none", "cfg", "softcfg"]
+    assert method_names()[:3] == ["cfg", "none", "softcfg"]  # every module of softcfg.methods
     assert isinstance(parse_method({"name": "none"}), NoGuidance)
     assert not NoGuidance.uses_uncond and CFG.uses_uncond and not CFG.perturbs_cache
     assert SoftCFG.uses_uncond and SoftCFG.perturbs_cache

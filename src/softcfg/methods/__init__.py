@@ -1,10 +1,13 @@
-"""Guidance methods by name: the built-in ones and any installed under the entry-point group
-``softcfg.methods`` (``name = "package.module:MethodClass"``), so a user's method runs in the workflow
-without editing this package. Entry points are imported only when their name is asked for.
+"""Guidance methods by name: every ``GuidanceMethod`` defined in a module of this package, and any
+installed under the entry-point group ``softcfg.methods`` (``name = "package.module:MethodClass"``), so a
+user's method runs in the workflow without editing this package. A new built-in method is one new module
+here; entry points are imported only when their name is asked for.
 """
 
 from __future__ import annotations
 
+import pkgutil
+from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -31,8 +34,17 @@ def register_method(cls: type[GuidanceMethod]) -> type[GuidanceMethod]:
     return cls
 
 
-for _builtin in (NoGuidance, CFG, SoftCFG):
-    register_method(_builtin)
+def _register_builtin() -> None:
+    """Register the methods defined in this package's modules, in module order."""
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        module = import_module(f"{__name__}.{info.name}")
+        for obj in vars(module).values():
+            defined_here = isinstance(obj, type) and obj.__module__ == module.__name__
+            if defined_here and issubclass(obj, GuidanceMethod) and obj is not GuidanceMethod:
+                register_method(obj)
+
+
+_register_builtin()
 
 
 def _entry_points() -> dict[str, Any]:
@@ -40,7 +52,7 @@ def _entry_points() -> dict[str, Any]:
 
 
 def method_names() -> list[str]:
-    """Every method name: built-in first, in registration order, then installed ones, sorted."""
+    """Every method name: built-in first, then installed ones, each sorted by name."""
     return list(_REGISTRY) + sorted(set(_entry_points()) - set(_REGISTRY))
 
 

@@ -12,7 +12,7 @@ import math
 
 import pandas as pd
 
-from softcfg.methods import method_names
+from softcfg.methods import method_class
 
 COLUMNS = {
     "fid": "FID ↓",
@@ -33,10 +33,15 @@ def _wide(metrics: pd.DataFrame) -> pd.DataFrame:
     return frame.dropna(subset=[c for c in COLUMNS if c in frame], how="all")
 
 
+def _rank(name: str) -> int:
+    """Unguided methods first, then CFG-like ones, then those that perturb the cache (SoftCFG)."""
+    method = method_class(name)
+    return 2 * method.uses_uncond + method.perturbs_cache
+
+
 def _method_sort(frame: pd.DataFrame) -> pd.DataFrame:
-    """Methods in registry order (none, cfg, softcfg, then installed ones), step norm after its method."""
-    registry = {name: i for i, name in enumerate(method_names())}
-    order = frame["method_name"].map(registry) * 2 + frame["step_norm"].fillna(False).astype(int)
+    """Methods by kind (none, cfg, softcfg, ...), step norm after its method, then by sweep name."""
+    order = frame["method_name"].map(_rank) * 2 + frame["step_norm"].fillna(False).astype(int)
     return frame.assign(_order=order).sort_values(["model", "_order", "method"]).drop(columns="_order")
 
 
