@@ -172,10 +172,8 @@ def test_compiled_decode_step_gives_the_eager_logits(tmp_path, checkpoint):
 
     entry = {"family": "digits", "checkpoint": str(checkpoint)}
     eager, compiled = load_model(parse_model(entry)), load_model(parse_model({**entry, "compile": True}))
-    labels, tokens = (
-        torch.tensor([1, 2]),
-        torch.randint(0, 17, (2, 64), generator=torch.Generator().manual_seed(0)),
-    )
+    labels = ClassLabels(torch.tensor([1, 2]))
+    tokens = torch.randint(0, 17, (2, 64), generator=torch.Generator().manual_seed(0))
     method = parse_method({"name": "softcfg", "gamma": 3.0, "k": 1.0})
     a, b = replay(eager, method, labels, tokens), replay(compiled, method, labels, tokens)
     for key in ("cond", "uncond", "guided"):
