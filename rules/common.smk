@@ -2,13 +2,12 @@
 # (softcfg.config.WorkflowConfig, the source of workflow/schemas/config.schema.json) and names the
 # offending key before any job is planned. Nothing here imports torch.
 import json
-import re
 
 from snakemake.exceptions import WorkflowError
 
 from softcfg import layout
 from softcfg.config import ConfigError
-from softcfg.sweep import load_sweep
+from softcfg.sweep import alternatives_pattern, load_sweep
 
 try:
     SWEEP = load_sweep(config)
@@ -22,13 +21,9 @@ FOCUS_GAMMA, FOCUS_K = SWEEP.focus
 METRICS_CONFIG = SWEEP.config.metrics
 
 
-def _alternatives(names):
-    return "|".join(re.escape(n) for n in sorted(names)) or "(?!)"
-
-
 wildcard_constraints:
-    run=_alternatives(RUNS),
-    model=_alternatives(SWEEP.trained_models),
+    run=alternatives_pattern(RUNS),
+    model=alternatives_pattern(SWEEP.trained_models),
     shard=r"\d{4}",
 
 

@@ -41,8 +41,18 @@ def _env(site: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
 
 
-def test_the_registry_finds_the_installed_method(site, monkeypatch):
+@pytest.fixture
+def installed(site, monkeypatch):
+    """The plugin importable in this process; the registries it fills are restored afterwards."""
+    from softcfg import methods
+    from softcfg.models import registry
+
     monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+
+def test_the_registry_finds_the_installed_method(installed):
     from softcfg.config import ConfigError
     from softcfg.methods import method_names, parse_method
 

@@ -195,3 +195,16 @@ def test_metrics_the_digits_classifier_cannot_give_are_refused():
     config["metrics"] = {"reference": "ref.npz"}
     with pytest.raises(ConfigError, match=r"metrics\.reference / inception_weights: no model here"):
         load_sweep(config)
+
+
+def test_run_id_constraint_matches_exactly_the_sweeps_ids():
+    import re
+
+    from softcfg.sweep import alternatives_pattern
+
+    ids = list(load_sweep(copy.deepcopy(BASE)).runs)
+    pattern = re.compile(alternatives_pattern(ids))
+    assert all(pattern.fullmatch(i) for i in ids)
+    near = [i[:-1] for i in ids] + [i + "0" for i in ids] + ["digits", "", "other-cfg-g3-k1-s0"]
+    assert not any(pattern.fullmatch(n) for n in near if n not in ids)
+    assert not re.fullmatch(alternatives_pattern([]), "")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,3 +244,26 @@ def _inception_inputs(config: WorkflowConfig, model: str) -> tuple[tuple[int, in
     if weights is not None:
         return (height, width), True  # its head is checked when loaded
     return (height, width), (hub_checkpoints() / TORCH_FIDELITY_FILE).is_file()
+
+
+def alternatives_pattern(names: Iterable[str]) -> str:
+    """A regex matching exactly ``names``, as a prefix tree (``a(?:b|c)``) rather than ``ab|ac``.
+
+    Used as Snakemake's wildcard constraint for run ids: a flat alternation of thousands of ids is tried
+    one id at a time on every path Snakemake matches, and made planning a paper-scale sweep 25 % slower.
+    """
+    trie: dict = {}
+    for name in names:
+        node = trie
+        for char in name:
+            node = node.setdefault(char, {})
+        node[""] = {}  # a name ends here
+
+    def build(node: dict) -> str:
+        branches = [re.escape(char) + build(child) for char, child in sorted(node.items()) if char]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        return f"(?:{body})?" if "" in node else body
+
+    return build(trie) if trie else "(?!)"
