@@ -38,7 +38,7 @@ def test_cfg_raises_class_accuracy_over_no_guidance(trained):
     def accuracy(method: dict) -> float:
         tokens = generate(model, labels, parse_method(method), torch.Generator().manual_seed(0))
         _, logits = classifier.features_and_logits(model.decode_images(tokens))
-        return (logits.argmax(-1) == labels).float().mean().item()
+        return (logits.argmax(-1) == labels.labels).float().mean().item()
 
     none, cfg = accuracy({"name": "none"}), accuracy({"name": "cfg", "gamma": 3.0})
     assert cfg > none + 0.02, (none, cfg)
