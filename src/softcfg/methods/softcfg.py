@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from softcfg.guidance.confidence import CONFIDENCES
 from softcfg.guidance.weights import TARGETS, step_normalized_weights, unnormalized_weights
 from softcfg.methods.base import CachePerturbation, Guidance
-from softcfg.methods.cfg import CFG, ScheduledCombination
+from softcfg.methods.cfg import CFG
 from softcfg.options import Field, Float
 
 if TYPE_CHECKING:
@@ -48,8 +48,10 @@ class SoftCFG(CFG):
         return unnormalized_weights(q, self.strength)
 
     def guidance(self, model: ARModel, batch: int, device: torch.device) -> Guidance:
-        combine = ScheduledCombination(self.scales(model.num_tokens))
-        return Guidance(True, combine, self.temperature, SoftCFGPerturbation(self, model, batch, device))
+        """CFG's guidance with the cache perturbation added: the combination is written once."""
+        guidance = super().guidance(model, batch, device)
+        guidance.perturbation = SoftCFGPerturbation(self, model, batch, device)
+        return guidance
 
 
 class SoftCFGPerturbation(CachePerturbation):
@@ -58,6 +60,9 @@ class SoftCFGPerturbation(CachePerturbation):
     def __init__(self, method: SoftCFG, model: ARModel, batch: int, device: torch.device) -> None:
         import torch
 
+        from softcfg.models.attention import SlotWeights
+
+        self.slot_weights_type = SlotWeights  # imported here, not at every decode step
         self.method, self.model, self.target = method, model, method.target
         self.confidence = CONFIDENCES[method.confidence]
         self.q = torch.zeros(batch, model.num_tokens, device=device)  # q[:, i]: confidence of token i
@@ -67,15 +72,13 @@ class SoftCFGPerturbation(CachePerturbation):
 
     def slot_weights(self, step: int) -> SlotWeights:
         """Weights for the decode that predicts token ``step``: slots of tokens 1..step-1 weighted."""
-        from softcfg.models.attention import SlotWeights
-
         self._current = None
         if step >= 2:
             w = self.method.weights(self.q[:, 1:step])
             self.slots[:, self.first_slot : self.first_slot + step - 1] = w
             self._current = w
         visible = self.model.prediction_slot(step) + 1  # includes the slot appended at this step
-        return SlotWeights(self.slots[:, :visible], self.target)
+        return self.slot_weights_type(self.slots[:, :visible], self.target)
 
     def observe(self, step: int, seen: StepLogits) -> None:
         self.q[:, step] = self.confidence(seen)
