@@ -1,16 +1,18 @@
 """Time Snakemake's DAG construction for a paper-scale sweep (a benchmark, not a test).
 
-3 models (the digits model under three names) x 8 methods x 7 gamma x 5 k x 50 shards per run: about
-42,000 sampling jobs. Runs ``snakemake --dry-run --quiet`` on that config in a scratch folder and prints
-the wall time; the last line is ``dag build seconds <x>``.
+3 models (the digits model under three names) x 8 methods x 7 gamma x 5 k x 50 shards of 1000 per run,
+planned with ``snakemake --dry-run --quiet rules`` in a scratch folder: with the default grouping
+(``sampling.shards_per_job``), for reference fully split (one job per shard) and with five seeds. Prints
+each figure with its job count; the last line is ``dag build seconds <x>`` for the default grouping.
 
-    python benchmarks/dag_build.py
+    python benchmarks/dag_build.py [--skip-split]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -44,21 +46,38 @@ def paper_scale_config() -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.parse_args()
+def plan(config: dict) -> tuple[float, int]:
+    """Seconds of one dry run of ``config`` and the number of jobs it plans."""
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "config.yaml"
-        config.write_text(yaml.safe_dump(paper_scale_config()))
+        path = Path(tmp) / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
         cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", tmp,
-               "--configfile", str(config), "--dry-run", "--quiet", "rules", "--cores", "1"]  # fmt: skip
+               "--configfile", str(path), "--dry-run", "--quiet", "rules", "--cores", "1"]  # fmt: skip
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"snakemake failed:\n{proc.stderr[-3000:]}")
-    print(proc.stdout.strip()[-2000:])
+    total = re.search(r"^total\s+(\d+)$", proc.stdout, re.MULTILINE)
+    if total is None:
+        sys.exit(f"no job count in snakemake's output:\n{proc.stdout[-2000:]}")
+    return seconds, int(total.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-split", action="store_true", help="skip the fully split reference figure")
+    args = parser.parse_args()
+    default = paper_scale_config()
+    split = {**default, "sampling": {**default["sampling"], "shards_per_job": 1}}
+    seeds = {**default, "seeds": [0, 1, 2, 3, 4]}
+    cases = [("five seeds, default grouping", seeds), ("default grouping", default)]
+    if not args.skip_split:
+        cases.insert(0, ("one job per shard", split))
+    for name, config in cases:
+        seconds, jobs = plan(config)
+        print(f"{name}: {jobs} jobs, {seconds:.2f} s")
     print(f"dag build seconds {seconds:.2f}")
 
 

@@ -2,6 +2,7 @@
 # (softcfg.config.WorkflowConfig, the source of workflow/schemas/config.schema.json) and names the
 # offending key before any job is planned. Nothing here imports torch.
 import json
+import math
 
 from snakemake.exceptions import WorkflowError
 
@@ -24,11 +25,13 @@ METRICS_CONFIG = SWEEP.config.metrics
 wildcard_constraints:
     run=alternatives_pattern(RUNS),
     model=alternatives_pattern(SWEEP.trained_models),
-    shard=r"\d{4}",
+    first=r"\d\d\d\d+",
+    last=r"\d\d\d\d+",
 
 
-def shard_files(run, suffix=".npz"):
-    return [layout.shard(RESULTS, run, i).with_suffix(suffix) for i in range(RUNS[run].num_shards)]
+def shard_groups(run):
+    """The records of a run's sample jobs, one per group of shards."""
+    return [layout.shard_group(RESULTS, run, first, last) for first, last in RUNS[run].groups]
 
 
 def run_files(run):
@@ -37,14 +40,21 @@ def run_files(run):
     return [path for path in (model.checkpoint, model.tokenizer) if path is not None]
 
 
-def stage_resources(stage):
-    """A stage's cluster resources (config.yaml `resources`), named as both SLURM executors read them."""
+def stage_resources(stage, per_group=False):
+    """A stage's cluster resources (config.yaml `resources`), named as both SLURM executors read them.
+    A job of a group of shards (``per_group``) asks for ``runtime + runtime_per_shard`` x its shards."""
     r = getattr(SWEEP.resources, stage)
     out = {"gpu": r.gpu, "mem_mb": r.mem_mb, "runtime": r.runtime}
+    if per_group and r.runtime_per_shard:
+        out["runtime"] = lambda wc: r.runtime + math.ceil(r.runtime_per_shard * group_size(wc))
     for key, name in (("partition", "slurm_partition"), ("constraint", "constraint"), ("extra", "slurm_extra")):
         if getattr(r, key) is not None:
             out[name] = getattr(r, key)
     return out
+
+
+def group_size(wildcards):
+    return int(wildcards.last) - int(wildcards.first) + 1
 
 
 def stage_threads(stage):
@@ -56,11 +66,11 @@ REFERENCE_SIZE = " ".join(map(str, SWEEP.reference_size)) if SWEEP.reference_siz
 
 
 def metric_inputs(run):
-    """(sample features, reference features) of a run: one file per run, or one per shard."""
+    """(sample features, reference features) of a run: one file per run, or one per group of shards."""
     if RUNS[run].extractor == "digits":
         return [layout.features(RESULTS, run)], layout.reference_features(RESULTS)
-    shards = [layout.inception_features(RESULTS, run, i) for i in range(RUNS[run].num_shards)]
-    return shards, layout.inception_reference(RESULTS)
+    groups = [layout.inception_features(RESULTS, run, first, last) for first, last in RUNS[run].groups]
+    return groups, layout.inception_reference(RESULTS)
 
 
 def focus_runs():

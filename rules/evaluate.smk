@@ -1,6 +1,7 @@
 # Two feature extractors, one metric suite. The digits model: the classifier as a torch-fidelity
-# extractor, features per run. Every other family: ADM's Inception, features per shard (fan-out), merged
-# exactly by the metrics job, against an ADM reference batch whose features are cached by checksum.
+# extractor, features per run. Every other family: ADM's Inception, features per sample job's group of
+# shards (fan-out), merged exactly by the metrics job, against an ADM reference batch whose features are
+# cached by checksum.
 
 
 rule reference_images:
@@ -39,8 +40,7 @@ rule reference_features:
 
 rule features:
     input:
-        shards=lambda wc: shard_files(wc.run),
-        manifests=lambda wc: shard_files(wc.run, ".json"),
+        shards=lambda wc: shard_groups(wc.run),
         classifier=layout.classifier_checkpoint(RESULTS),
     output:
         layout.features(RESULTS, "{run}"),
@@ -100,25 +100,24 @@ rule inception_reference:
 
 rule inception_features:
     input:
-        shard=layout.shard(RESULTS, "{run}", "{shard}"),
-        manifest=layout.shard(RESULTS, "{run}", "{shard}").with_suffix(".json"),
+        group=layout.shard_group(RESULTS, "{run}", "{first}", "{last}"),
         weights=layout.inception_weights(RESULTS),
     output:
-        layout.inception_features(RESULTS, "{run}", "{shard}"),
+        layout.inception_features(RESULTS, "{run}", "{first}", "{last}"),
     log:
-        layout.log(RESULTS, "features", "{run}", "shard_{shard}"),
+        layout.log(RESULTS, "features", "{run}", layout.group_name("{first}", "{last}")),
     benchmark:
-        layout.benchmark(RESULTS, "features", "{run}", "shard_{shard}")
+        layout.benchmark(RESULTS, "features", "{run}", layout.group_name("{first}", "{last}"))
     params:
         extraction=EXTRACTION,
         size=REFERENCE_SIZE,
     threads: stage_threads("features")
     resources:
-        **stage_resources("features"),
+        **stage_resources("features", per_group=True),
     conda:
         "../envs/evaluate.yaml"
     shell:
-        "softcfg inception-features --weights {input.weights} --shard {input.shard} --out {output}"
+        "softcfg inception-features --weights {input.weights} --shards {input.group} --out {output}"
         " --image-size {params.size} {params.extraction} --threads {threads} > {log} 2>&1"
 
 

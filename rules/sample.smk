@@ -1,5 +1,8 @@
 # One RUN.yaml per run (rewritten when the sweep, the run's checkpoint or its tokenizer changes), then
-# one job per (run, shard). The sample rule has no input function: it is the DAG's most numerous job.
+# one job per group of a run's shards (sampling.shards_per_job): it writes each shard (npz + manifest)
+# atomically, keeps the shards an earlier attempt finished, and ends with the group's record, its one
+# declared output (a rule declares a fixed set of files). The sample rule has no input function: it is
+# the DAG's most numerous job.
 
 
 rule run_config:
@@ -22,25 +25,24 @@ rule sample:
     input:
         layout.run_config(RESULTS, "{run}"),
     output:
-        npz=layout.shard(RESULTS, "{run}", "{shard}"),
-        manifest=layout.shard(RESULTS, "{run}", "{shard}").with_suffix(".json"),
+        layout.shard_group(RESULTS, "{run}", "{first}", "{last}"),
     log:
-        layout.log(RESULTS, "sample", "{run}", "shard_{shard}"),
+        layout.log(RESULTS, "sample", "{run}", layout.group_name("{first}", "{last}")),
     benchmark:
-        layout.benchmark(RESULTS, "sample", "{run}", "shard_{shard}")
+        layout.benchmark(RESULTS, "sample", "{run}", layout.group_name("{first}", "{last}"))
     threads: stage_threads("sample")
     resources:
-        **stage_resources("sample"),
+        **stage_resources("sample", per_group=True),
     conda:
         "../envs/sample.yaml"
     shell:
-        "softcfg sample --config {input} --shard {wildcards.shard} --out {output.npz}"
+        "softcfg sample --config {input} --shards {wildcards.first}-{wildcards.last} --out {output}"
         " --threads {threads} --no-progress > {log} 2>&1"
 
 
 rule summarize_shards:
     input:
-        lambda wc: shard_files(wc.run, ".json"),
+        lambda wc: shard_groups(wc.run),
     output:
         layout.run_summary(RESULTS, "{run}"),
     log:

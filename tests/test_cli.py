@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,32 +15,42 @@ from softcfg.io.shards import manifest_path
 SAMPLING = {"seed": 3, "shard_size": 12, "batch_size": 5}
 
 
+def sample_args(config: Path, shards: str, out: Path) -> list[str]:
+    return ["sample", "--config", str(config), "--shards", shards, "--no-progress", "--out", str(out)]
+
+
 def test_sample_twice_gives_identical_bytes(tmp_path, checkpoint):
     config = write_run_config(tmp_path / "run.yaml", checkpoint, {"name": "softcfg", "gamma": 2.0}, SAMPLING)
     for name in ("a", "b"):
-        assert (
-            main(
-                [
-                    "sample",
-                    "--config",
-                    str(config),
-                    "--shard",
-                    "1",
-                    "--out",
-                    str(tmp_path / f"{name}.npz"),
-                    "--no-progress",
-                ]
-            )
-            == 0
-        )
-    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
-    with np.load(tmp_path / "a.npz") as data:
+        assert main(sample_args(config, "1", tmp_path / name / "shards_0001-0001.json")) == 0
+    assert (tmp_path / "a" / "shard_0001.npz").read_bytes() == (
+        tmp_path / "b" / "shard_0001.npz"
+    ).read_bytes()
+    with np.load(tmp_path / "a" / "shard_0001.npz") as data:
         assert data["arr_0"].shape == (12, 8, 8, 3) and data["arr_0"].dtype == np.uint8
         assert data["arr_1"].tolist() == [(12 + i) % 10 for i in range(12)]
-    manifest = json.loads(manifest_path(tmp_path / "a.npz").read_text())
+    manifest = json.loads((tmp_path / "a" / "shard_0001.json").read_text())
     assert manifest["run"]["method"]["name"] == "softcfg" and len(manifest["batch_seeds"]) == 3
     assert len(manifest["diagnostics"]["entropy_guided"]) == 64
     assert {"torch", "numpy", "softcfg"} <= set(manifest["versions"])
+    record = json.loads((tmp_path / "a" / "shards_0001-0001.json").read_text())
+    assert record == {"shards": [{"file": "shard_0001.npz", "npz_sha256": manifest["npz_sha256"]}]}
+
+
+class Crash:
+    """``generate`` that raises (as a killed job stops) after ``after`` calls; counts every call."""
+
+    def __init__(self, original) -> None:
+        self.original, self.calls, self.after = original, 0, None
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.after is not None and self.calls > self.after:
+            raise KeyboardInterrupt
+        return self.original(*args, **kwargs)
+
+    def reset(self, after: int | None) -> None:
+        self.calls, self.after = 0, after
 
 
 def test_interrupted_sampling_resumes_from_its_last_completed_batch(tmp_path, checkpoint, monkeypatch):
@@ -49,43 +60,74 @@ def test_interrupted_sampling_resumes_from_its_last_completed_batch(tmp_path, ch
 
     method = {"name": "softcfg", "gamma": 2.0}
     config = write_run_config(tmp_path / "run.yaml", checkpoint, method, SAMPLING)
-    sample = ["sample", "--config", str(config), "--shard", "1", "--no-progress", "--out"]
-    assert main([*sample, str(tmp_path / "whole" / "s.npz")]) == 0
+    assert main(sample_args(config, "1", tmp_path / "whole" / "shards_0001-0001.json")) == 0
 
-    calls = []
-    original = shards.generate
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        if crash_after is not None and len(calls) > crash_after:
-            raise KeyboardInterrupt  # the job is killed in the third batch
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(shards, "generate", counted)
-    out = tmp_path / "resumed" / "s.npz"
-    crash_after = 2
+    crash = Crash(shards.generate)
+    monkeypatch.setattr(shards, "generate", crash)
+    out = tmp_path / "resumed" / "shard_0001.npz"
+    record = out.parent / "shards_0001-0001.json"
+    crash.reset(after=2)
     with pytest.raises(KeyboardInterrupt):
-        main([*sample, str(out)])
-    kept = tmp_path / "resumed" / ".s.batches"
+        main(sample_args(config, "1", record))
+    kept = out.parent / ".shard_0001.batches"
     assert not out.exists() and sorted(p.name for p in kept.iterdir()) == ["batch_0000.npz", "batch_0001.npz"]
-    calls.clear()
-    crash_after = None
-    assert main([*sample, str(out)]) == 0
-    assert len(calls) == 1 and not kept.exists()
-    assert out.read_bytes() == (tmp_path / "whole" / "s.npz").read_bytes()
-    whole, resumed = (json.loads(manifest_path(p).read_text()) for p in (tmp_path / "whole" / "s.npz", out))
+    crash.reset(after=None)
+    assert main(sample_args(config, "1", record)) == 0
+    assert crash.calls == 1 and not kept.exists()
+    assert out.read_bytes() == (tmp_path / "whole" / "shard_0001.npz").read_bytes()
+    whole, resumed = (json.loads(manifest_path(p).read_text()) for p in (tmp_path / "whole" / out.name, out))
     assert whole["diagnostics"] == resumed["diagnostics"] and whole["npz_sha256"] == resumed["npz_sha256"]
 
-    crash_after = 2
-    calls.clear()
+    crash.reset(after=2)
     with pytest.raises(KeyboardInterrupt):
-        main([*sample, str(tmp_path / "other" / "s.npz")])
+        main(sample_args(config, "1", tmp_path / "other" / record.name))
     write_run_config(tmp_path / "run.yaml", checkpoint, {**method, "gamma": 3.0}, SAMPLING)
-    (tmp_path / "other" / ".s.batches").rename(tmp_path / "resumed" / ".s.batches")
-    calls.clear()
-    crash_after = None
-    assert main([*sample, str(out)]) == 0
-    assert len(calls) == 3  # kept batches of gamma 2 are not reused for gamma 3
+    out.unlink()
+    (tmp_path / "other" / kept.name).rename(kept)
+    crash.reset(after=None)
+    assert main(sample_args(config, "1", record)) == 0
+    assert crash.calls == 3  # kept batches of gamma 2 are not reused for gamma 3
+
+
+def test_a_group_job_killed_in_its_second_shard_keeps_the_first_and_resumes(
+    tmp_path, checkpoint, monkeypatch, capsys
+):
+    """Shards 0-2 in one job, killed in shard 1's second batch: the rerun keeps shard 0 (verified on
+    disk), resumes shard 1 from its kept batch, samples shard 2, and every shard has the bytes of a job
+    of its own. A changed run config samples every shard again."""
+    import softcfg.sampling.shards as shards
+
+    method = {"name": "cfg", "gamma": 2.0}
+    config = write_run_config(tmp_path / "run.yaml", checkpoint, method, SAMPLING)
+    for i in range(3):
+        assert main(sample_args(config, str(i), tmp_path / "single" / f"shards_{i:04d}-{i:04d}.json")) == 0
+    crash = Crash(shards.generate)
+    monkeypatch.setattr(shards, "generate", crash)
+    record = tmp_path / "group" / "shards_0000-0002.json"
+    crash.reset(after=4)  # 3 batches of shard 0, 1 of shard 1
+    with pytest.raises(KeyboardInterrupt):
+        main(sample_args(config, "0-2", record))
+    assert not record.exists() and (tmp_path / "group" / "shard_0000.npz").exists()
+    capsys.readouterr()
+    crash.reset(after=None)
+    assert main(sample_args(config, "0-2", record)) == 0
+    assert crash.calls == 2 + 3  # the rest of shard 1, all of shard 2
+    assert capsys.readouterr().out.splitlines() == [
+        "shard 0: kept (written by an earlier attempt, verified against its manifest)",
+        "shard 1: resumed: 1 of 3 batches were kept from an earlier attempt",
+        "shard 2: sampled",
+    ]
+    for i in range(3):
+        name = f"shard_{i:04d}.npz"
+        assert (tmp_path / "group" / name).read_bytes() == (tmp_path / "single" / name).read_bytes()
+    assert [e["file"] for e in json.loads(record.read_text())["shards"]] == [
+        f"shard_{i:04d}.npz" for i in range(3)
+    ]
+
+    write_run_config(tmp_path / "run.yaml", checkpoint, {**method, "gamma": 3.0}, SAMPLING)
+    crash.reset(after=None)
+    assert main(sample_args(config, "0-2", record)) == 0
+    assert crash.calls == 9  # nothing sampled under gamma 2 is kept for gamma 3
 
 
 def test_replay_writes_the_stable_interface(tmp_path, checkpoint, model):
@@ -122,20 +164,20 @@ def test_replay_writes_the_stable_interface(tmp_path, checkpoint, model):
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("shards", "out", "message"),
     [
-        (["--shard", "-1"], "--shard must be >= 0"),
-        (["--shard", "0", "--out-suffix", ".png"], "--out must end in .npz"),
+        ("-1", "g.json", "--shards must be FIRST-LAST"),
+        ("3-1", "g.json", "--shards must be FIRST-LAST"),
+        ("0-x", "g.json", "--shards must be FIRST-LAST"),
+        ("0", "s.npz", "--out must end in .json"),
     ],
 )
-def test_bad_sample_arguments(tmp_path, checkpoint, capsys, args, message):
+def test_bad_sample_arguments(tmp_path, checkpoint, capsys, shards, out, message):
     config = write_run_config(tmp_path / "run.yaml", checkpoint, {"name": "cfg"})
-    out = tmp_path / ("s" + (args[-1] if "--out-suffix" in args else ".npz"))
-    args = [a for a in args if a not in ("--out-suffix", ".png")]
-    assert main(["sample", "--config", str(config), *args, "--out", str(out)]) == 2
+    assert main(sample_args(config, shards, tmp_path / out)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
-    assert not out.exists()
+    assert not (tmp_path / out).exists() and not list(tmp_path.glob("shard_*"))
 
 
 def test_mismatched_checkpoint_names_keys(tmp_path, checkpoint, capsys):
@@ -145,7 +187,7 @@ def test_mismatched_checkpoint_names_keys(tmp_path, checkpoint, capsys):
     ckpt["state_dict"]["head.weights"] = ckpt["state_dict"].pop("head.weight")
     torch.save(ckpt, checkpoint)
     config = write_run_config(tmp_path / "run.yaml", checkpoint, {"name": "cfg"})
-    assert main(["sample", "--config", str(config), "--shard", "0", "--out", str(tmp_path / "s.npz")]) == 2
+    assert main(sample_args(config, "0", tmp_path / "shards_0000-0000.json")) == 2
     err = capsys.readouterr().err
     assert "missing keys ['head.weight']" in err and "unexpected keys ['head.weights']" in err
 
@@ -159,10 +201,10 @@ def test_console_script_reports_config_errors():
             "sample",
             "--config",
             "nope.yaml",
-            "--shard",
+            "--shards",
             "0",
             "--out",
-            "x.npz",
+            "x.json",
         ],
         capture_output=True,
         text=True,

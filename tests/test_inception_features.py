@@ -13,7 +13,7 @@ import torch
 
 from conftest import write_run_config
 from softcfg.cli import main
-from softcfg.io.shards import write_npz, write_shard
+from softcfg.io.shards import write_group_record, write_npz, write_shard
 from softcfg.metrics import adm, inception_features
 from softcfg.metrics.inception import LOGITS, NUM_LOGITS, POOL, SPATIAL, SPATIAL_DIM, describe_weights
 from softcfg.metrics.inception_features import (
@@ -67,7 +67,7 @@ def shard_files(head_weights, tmp_path_factory):
             shard = root / "samples" / f"shard_{i:04d}.npz"
             write_shard(shard, np.zeros((n, 8, 8, 3), np.uint8), {"arr_1": np.arange(n, dtype=np.int64)}, {})
             out = root / "features" / f"shard_{i:04d}.npz"
-            assert main(["inception-features", "--weights", str(head_weights.path), "--shard", str(shard),
+            assert main(["inception-features", "--weights", str(head_weights.path), "--shards", str(shard),
                          "--out", str(out)]) == 0  # fmt: skip
             paths.append(out)
     return paths, extracted
@@ -84,6 +84,31 @@ def test_a_shard_file_holds_each_float32_feature_once(shard_files):
         meta = json.loads(str(data["meta"]))
     assert meta["layout"] == FEATURES_LAYOUT and meta["num_images"] == n
     assert paths[0].stat().st_size < n * (2048 + 2023 + 1008) * 4 + 16_384
+
+
+def test_one_file_for_a_group_of_shards_holds_the_rows_of_the_files_per_shard(
+    shard_files, head_weights, tmp_path, monkeypatch
+):
+    """A features job of a group (given the sample job's record) writes the shards' rows in order: the
+    merged features, and so every metric, do not depend on how shards are grouped into jobs."""
+    paths, extracted = shard_files
+    samples = paths[0].parent.parent / "samples"
+    record = samples / "shards_0000-0002.json"
+    write_group_record(record, sorted(samples.glob("shard_*.npz")))
+    pending = list(extracted)
+    monkeypatch.setattr(inception_features, "extract", lambda images, *a, **k: pending.pop(0))
+    out = tmp_path / "group.npz"
+    assert main(["inception-features", "--weights", str(head_weights.path), "--shards", str(record),
+                 "--out", str(out)]) == 0  # fmt: skip
+    grouped, meta = sample_feature_set([out])
+    single, _ = sample_feature_set(paths)
+    assert np.array_equal(grouped.features, single.features) and np.array_equal(grouped.logits, single.logits)
+    assert np.array_equal(grouped.fid.sigma, single.fid.sigma) and np.array_equal(
+        grouped.sfid.mu, single.sfid.mu
+    )
+    assert meta["num_images"] == sum(SHARD_SIZES)
+    assert meta["shards"] == [f"shard_{i:04d}.npz" for i in range(3)] and len(meta["shard_sha256"]) == 3
+    record.unlink()
 
 
 def test_merged_statistics_equal_numpy_over_all_shards_and_the_old_sums(shard_files):
@@ -118,6 +143,9 @@ def test_moments_merged_in_chunks_stay_exact_when_the_mean_dwarfs_the_spread(mon
     assert np.abs(got.sigma - cov).max() <= 1e-9 * np.abs(cov).max()
     assert np.array_equal(got.sigma, got.sigma.T)
     assert np.abs(adm.MomentSums.of(x).covariance - cov).max() > 1e-7 * np.abs(cov).max()  # the old form
+    whole = CentredMoments()
+    whole.add(x)
+    assert np.array_equal(whole.gaussian().sigma, got.sigma)  # the same bits, however the rows came
 
 
 def old_layout_file(path: Path, n: int, reference: bool = False) -> None:

@@ -76,13 +76,13 @@ def test_softcfg_sample_runs_the_installed_method_and_family(site, tmp_path, che
     data = yaml.safe_load(plugin.read_text())
     plugin.write_text(yaml.safe_dump({**data, "model": {**data["model"], "family": "digits_copy"}}))
     cfg = write_run_config(tmp_path / "c.yaml", checkpoint, cooled, sampling)
-    for config, out in ((plugin, "p.npz"), (cfg, "c.npz")):
+    for config, out in ((plugin, "p"), (cfg, "c")):
         subprocess.run(
-            [sys.executable, "-m", "softcfg", "sample", "--config", str(config), "--shard", "1",
-             "--out", str(tmp_path / out), "--no-progress"],
+            [sys.executable, "-m", "softcfg", "sample", "--config", str(config), "--shards", "1",
+             "--out", str(tmp_path / out / "shards_0001-0001.json"), "--no-progress"],
             check=True, env=_env(site),
         )  # fmt: skip
-    with np.load(tmp_path / "p.npz") as p, np.load(tmp_path / "c.npz") as c:
+    with np.load(tmp_path / "p" / "shard_0001.npz") as p, np.load(tmp_path / "c" / "shard_0001.npz") as c:
         assert np.array_equal(p["arr_0"], c["arr_0"]) and np.array_equal(p["arr_1"], c["arr_1"])
         assert len(np.unique(p["arr_0"].reshape(6, -1), axis=0)) > 1
 

@@ -56,9 +56,11 @@ def sweep_config(model_path: Path) -> dict:
     return config
 
 
-def workdir(root: Path, model_path: Path) -> Path:
+def workdir(root: Path, model_path: Path, shards_per_job: int | str = 1) -> Path:
     root.mkdir(parents=True)
-    (root / "config.yaml").write_text(yaml.safe_dump(sweep_config(model_path)))
+    config = sweep_config(model_path)
+    config["sampling"]["shards_per_job"] = shards_per_job
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
     return root
 
 
@@ -102,7 +104,8 @@ def local(tmp_path_factory, model_path) -> pd.DataFrame:
 
 
 def test_profile_slurm_gives_the_local_results_with_gpu_jobs_in_arrays(cluster, local, tmp_path, model_path):
-    root = workdir(tmp_path / "w", model_path)
+    """Both shards of a run in one job here (one job per shard locally): the same metric values."""
+    root = workdir(tmp_path / "w", model_path, shards_per_job="all")
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     proc = snakemake(root, "--profile", str(REPO / "slurm"), *FAST_POLLING)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -110,7 +113,7 @@ def test_profile_slurm_gives_the_local_results_with_gpu_jobs_in_arrays(cluster, 
 
     jobs = sacct(since)
     samples = [j for j in jobs if j[1].startswith("smk-sample-")]
-    assert len(samples) == 6 and all("gres/gpu=1" in j[3] for j in samples)
+    assert len(samples) == 3 and all("gres/gpu=1" in j[3] for j in samples)
     arrays = {j[0].split("_")[0] for j in jobs if j[1].startswith("smk-")}
     assert len(arrays) < len([j for j in jobs if j[1].startswith("smk-")])  # several jobs per sbatch
     logs = "".join(p.read_text() for p in (root / ".snakemake" / "submitit").glob("*/*_log.out"))
@@ -141,7 +144,7 @@ def test_a_cancelled_shard_job_is_retried_and_the_results_do_not_change(cluster,
 
 
 def test_profile_slurm_sbatch_completes_the_same_sweep(cluster, local, tmp_path, model_path):
-    root = workdir(tmp_path / "w", model_path)
+    root = workdir(tmp_path / "w", model_path, shards_per_job="all")
     proc = snakemake(
         root, "--profile", str(REPO / "slurm-sbatch"), *FAST_POLLING,
         "--slurm-init-seconds-before-status-checks", "2",
@@ -187,7 +190,7 @@ def test_a_requeued_shard_resumes_from_its_last_completed_batch(cluster, tmp_pat
     wait_for(lambda: starts()[-1][1] not in ACTIVE, "the requeued job to end in accounting")
     assert starts() == [(job, "REQUEUED"), (job, "COMPLETED")], starts()
     assert job_fields(job)["Restarts"] == "1" and not squeue("smk-sample-")
-    log = (root / "results" / "logs" / "sample" / "tiny-cfg-g2-k1-s0" / "shard_0000.log").read_text()
+    log = (root / "results" / "logs" / "sample" / "tiny-cfg-g2-k1-s0" / "shards_0000-0000.log").read_text()
     headers = [line for line in log.splitlines() if line.startswith("=== attempt ") and "started" in line]
     assert len(headers) == 2, log
     assert re.match(rf"=== attempt 1: SLURM job {job}\b.*, restart 0, snakemake attempt 1,", headers[0])
@@ -197,9 +200,9 @@ def test_a_requeued_shard_resumes_from_its_last_completed_batch(cluster, tmp_pat
     assert "resumed: " in second and " of 60 batches were kept" in second
     assert second.endswith("=== attempt 2 succeeded ===\n")
     run_yaml = root / "results" / "runs" / "tiny-cfg-g2-k1-s0" / "run.yaml"
-    direct = tmp_path / "direct.npz"
-    cmd = [sys.executable, "-m", "softcfg.cli", "sample", "--config", str(run_yaml), "--shard", "0"]
-    subprocess.run([*cmd, "--out", str(direct), "--no-progress"], check=True, cwd=root)
+    direct = tmp_path / "direct" / "shard_0000.npz"
+    cmd = [sys.executable, "-m", "softcfg.cli", "sample", "--config", str(run_yaml), "--shards", "0"]
+    subprocess.run([*cmd, "--out", str(direct.parent / "g.json"), "--no-progress"], check=True, cwd=root)
     shard = root / "results" / "samples" / "tiny-cfg-g2-k1-s0" / "shard_0000.npz"
     assert shard.read_bytes() == direct.read_bytes() and not kept.exists()
 
@@ -208,16 +211,21 @@ def test_interrupting_snakemake_cancels_its_jobs(cluster, tmp_path, model_path):
     root = workdir(tmp_path / "w", model_path)
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     before = set(squeue())  # jobs of earlier tests are not this test's business
-    proc = snakemake(
-        root, "--profile", str(REPO / "slurm"), *FAST_POLLING,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=interruptible,
-    )  # fmt: skip
+    with (tmp_path / "snakemake.log").open("w") as log:
+        proc = snakemake(
+            root, "--profile", str(REPO / "slurm"), *FAST_POLLING,
+            stdout=log, stderr=subprocess.STDOUT, preexec_fn=interruptible,
+        )  # fmt: skip
     deadline = time.time() + 600  # interrupt while shard jobs run (Snakemake's own local jobs are done)
     while time.time() < deadline and not set(squeue("smk-sample-", "R")) - before:
         time.sleep(0.2)
     assert set(squeue("smk-sample-", "R")) - before, "no shard job was seen running"
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)  # it stops rather than finishing the sweep
+    try:
+        proc.wait(timeout=60)  # it stops rather than finishing the sweep
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError((tmp_path / "snakemake.log").read_text()[-4000:]) from None
     deadline = time.time() + 60
     while time.time() < deadline and set(squeue()) - before:
         time.sleep(0.5)

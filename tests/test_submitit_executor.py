@@ -175,3 +175,40 @@ def test_an_attempt_killed_before_it_closed_its_log_is_closed_by_the_next(task):
     log = task.logs[0].read_text()
     assert "batch 1 of 60\n=== attempt 1 was killed before it could close its log" in log
     assert log.endswith("resumed\n=== attempt 2 succeeded ===\n")
+
+
+class FakeJob:
+    """What ``_outcome`` reads of a submitit job; ``result()`` only works once the result file exists."""
+
+    def __init__(self, tmp_path, state: str, done: bool = True, result: bool = False) -> None:
+        self.job_id, self.state, self._done = "7_1", state, done
+        self.paths = SimpleNamespace(result_pickle=tmp_path / "7_1_result.pkl")
+        if result:
+            self.paths.result_pickle.write_bytes(b"")
+
+    def done(self) -> bool:
+        return self._done
+
+    def result(self) -> None:
+        assert self.paths.result_pickle.exists(), "submitit would wait 15 s here"
+        if self.state != "COMPLETED":
+            raise RuntimeError("the command failed")
+
+
+def test_a_job_that_ended_without_a_result_fails_at_once_without_waiting(tmp_path):
+    assert plugin._outcome(FakeJob(tmp_path, "RUNNING", done=False), {}, 5) is None
+    assert plugin._outcome(FakeJob(tmp_path, "CANCELLED by 0"), {}, 5) == (
+        "SLURM job 7_1 (CANCELLED by 0) left no result"
+    )
+    assert plugin._outcome(FakeJob(tmp_path, "COMPLETED", result=True), {}, 5) == ""
+    assert "the command failed" in plugin._outcome(FakeJob(tmp_path, "FAILED", result=True), {}, 5)
+
+
+def test_a_completed_job_gets_the_latency_wait_for_its_result_file(tmp_path, monkeypatch):
+    clock = iter([100.0, 103.0, 106.0])
+    monkeypatch.setattr(plugin.time, "monotonic", lambda: next(clock))
+    aux: dict = {}
+    lagging = FakeJob(tmp_path, "COMPLETED")
+    assert plugin._outcome(lagging, aux, 5) is None  # t = 0
+    assert plugin._outcome(lagging, aux, 5) is None  # t = 3 < 5
+    assert plugin._outcome(lagging, aux, 5) == "SLURM job 7_1 (COMPLETED) left no result"  # t = 6

@@ -103,6 +103,12 @@ def _bad(path: str, value):
         ("focus", {"gamma": 4.0, "k": 1.0}, "config.focus: no run has gamma 4 and k 1"),
         ("resources", {"sample": {"gpu": -1}}, "config.resources.sample.gpu: Input should be greater than"),
         ("resources", {"gpu": {"gpu": 1}}, "unknown key config.resources.gpu"),
+        (
+            "sampling.shards_per_job",
+            0,
+            "config.sampling.shards_per_job: expected a positive integer or 'all'",
+        ),
+        ("sampling.shards_per_job", "half", "config.sampling.shards_per_job: expected a positive integer or"),
     ],
 )
 def test_bad_configs_name_the_key(path, value, message):
@@ -134,10 +140,37 @@ def test_default_config_and_the_generated_schema_agree():
         _bad("methods.cfg.name", "pag"),
         _bad("methods.none.gamma", 2.0),
         _bad("resources", {"sample": {"cpus": 0}}),
+        _bad("sampling.shards_per_job", 0),
+        _bad("sampling.shards_per_job", "some"),
     )
     for bad in bad_configs:
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
+
+
+@pytest.mark.parametrize(
+    ("per_job", "groups"),
+    [
+        (1, [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4)]),
+        (2, [(0, 1), (2, 3), (4, 4)]),
+        (5, [(0, 4)]),
+        (7, [(0, 4)]),
+        ("all", [(0, 4)]),
+    ],
+)
+def test_a_job_samples_a_contiguous_group_of_shards_and_the_groups_cover_the_run(per_job, groups):
+    config = copy.deepcopy(BASE)
+    config["sampling"] = {
+        "samples_per_run": 250,
+        "shard_size": 50,
+        "batch_size": 25,
+        "shards_per_job": per_job,
+    }
+    sweep = load_sweep(config)
+    assert {run.groups for run in sweep.runs.values()} == {tuple(groups)}
+    ungrouped = load_sweep({**config, "sampling": {**config["sampling"], "shards_per_job": 1}})
+    assert sweep.runs.keys() == ungrouped.runs.keys()  # run ids (and configs) do not depend on grouping
+    assert all(sweep.runs[r].config == ungrouped.runs[r].config for r in sweep.runs)
 
 
 def test_resources_override_only_the_keys_given():

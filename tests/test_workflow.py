@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,7 +34,7 @@ def small_config(checkpoint: Path) -> dict:
             "softcfg_stepnorm_kv": {"name": "softcfg", "target": "kv", "gamma": [2.0], "k": [1.0]},
         },
         "grid": {"gamma": [2.0], "k": [1.0]},
-        "sampling": {"samples_per_run": 40, "shard_size": 20, "batch_size": 10},
+        "sampling": {"samples_per_run": 40, "shard_size": 20, "batch_size": 10, "shards_per_job": 1},
         "metrics": {"kid_subset_size": 20},
         "focus": {"gamma": 2.0, "k": 1.0},
     }
@@ -164,25 +165,72 @@ def test_bad_config_is_refused_at_dag_construction(tmp_path, checkpoint, edit, m
 
 
 @pytest.mark.slow
-def test_kill_during_sampling_then_rerun_gives_identical_parquet(tmp_path, checkpoint, finished):
-    workdir = make_workdir(tmp_path / "b", checkpoint)
+def test_a_sweep_killed_inside_grouped_jobs_resumes_and_matches_one_job_per_shard(
+    tmp_path, checkpoint, finished
+):
+    """The sweep with both shards of a run in one job (``all``), killed while a job has written its first
+    shard but not its second; the rerun keeps that shard (its log says so, its manifest is not rewritten)
+    and the shards and Parquet tables equal, byte for byte, those of one job per shard (``finished``)."""
+    workdir = tmp_path / "b"
+    workdir.mkdir()
+    config = small_config(checkpoint)
+    config["sampling"]["shards_per_job"] = "all"
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     proc = snakemake(workdir, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples = workdir / "results" / "samples"
+
+    def inside_a_group() -> list[Path]:
+        """Runs whose first shard is complete and whose job has not finished."""
+        return [m.parent for m in samples.glob("*/shard_0000.json") if not (m.parent / GROUP).exists()]
+
     deadline = time.time() + 600
-    while time.time() < deadline and len(list(samples.glob("*/shard_*.json"))) < 3:
-        time.sleep(0.2)
+    while time.time() < deadline and not inside_a_group():
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and every job it started
     proc.wait()
-    done = len(list(samples.glob("*/shard_*.json")))
-    assert 3 <= done < 10, "the kill must land in the middle of sampling"
+    caught = [run for run in inside_a_group() if not (run / "shard_0001.json").exists()]
+    assert caught, "the kill must land between the two shards of a job"
+    first = {run: (run / "shard_0000.json").read_bytes() for run in caught}
     for npz in samples.glob("*/shard_*.npz"):  # whatever has its final name is a complete file
         with np.load(npz) as data:
             assert data["arr_0"].shape == (20, 8, 8, 3)
     assert snakemake(workdir, "--unlock").returncode == 0
     rerun = snakemake(workdir)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
+    for run, manifest in first.items():
+        log = (workdir / "results" / "logs" / "sample" / run.name / GROUP).with_suffix(".log").read_text()
+        assert log.startswith("shard 0: kept") and "shard 1: " in log
+        assert (run / "shard_0000.json").read_bytes() == manifest
+    finished_samples = finished / "results" / "samples"
+    npz = sorted(p.relative_to(samples) for p in samples.glob("*/shard_*.npz"))
+    assert npz == sorted(p.relative_to(finished_samples) for p in finished_samples.glob("*/shard_*.npz"))
+    assert len(npz) == 10
+    for path in npz:
+        assert (samples / path).read_bytes() == (finished_samples / path).read_bytes(), path
     for name in ("metrics.parquet", "steps.parquet"):
         assert (workdir / "results" / name).read_bytes() == (finished / "results" / name).read_bytes(), name
+
+
+def test_a_group_job_asks_for_runtime_plus_runtime_per_shard_times_its_shards(tmp_path):
+    config = small_config(tmp_path / "tiny.pt")
+    config["models"] = {"tiny": {"family": "digits", "train": True}}
+    config["methods"] = {"cfg": {"name": "cfg"}}
+    config["sampling"].update(samples_per_run=100, shards_per_job=2)  # 5 shards: groups of 2, 2, 1
+    config["resources"] = {"sample": {"runtime": 10, "runtime_per_shard": 2.5}, "features": {"runtime": 7}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "--dry-run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plan = proc.stdout + proc.stderr  # Snakemake's job list
+    jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: .*runtime=(\d+)", plan, re.MULTILINE)
+    outputs = re.findall(r"^rule sample:\n(?:    .*\n)*?    output: (\S+)", plan, re.MULTILINE)
+    assert sorted(Path(o).name for o in outputs) == [
+        f"shards_{g}.json" for g in ("0000-0001", "0002-0003", "0004-0004")
+    ]
+    assert sorted(int(r) for rule, r in jobs if rule == "sample") == [13, 15, 15]  # 10 + ceil(2.5 n)
+    assert {int(r) for rule, r in jobs if rule == "features"} == {7}  # per run: no shards to count
+
+
+GROUP = "shards_0000-0001.json"  # both shards of a run in one job
 
 
 def test_html_report_holds_the_figures_and_tables(finished):

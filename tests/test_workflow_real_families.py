@@ -76,9 +76,10 @@ def test_alitok_and_rar_sweep_through_snakemake(tmp_path, inception_weights):
     from scipy import linalg
 
     run = "rar-softcfg-g2-k1-s0"
-    shards = sorted((results / "features" / run).glob("shard_*.npz"))
-    assert len(shards) == 2
-    x = np.concatenate([np.load(s)["pool"] for s in shards]).astype(np.float64)
+    groups = sorted((results / "features" / run).glob("shards_*.npz"))
+    assert [g.name for g in groups] == ["shards_0000-0001.npz"]  # both shards in one job (the default)
+    x = np.load(groups[0])["pool"].astype(np.float64)
+    assert x.shape == (8, 2048)
     with np.load(results / "inception" / "reference.npz") as ref:
         y = ref["pool"].astype(np.float64)
         assert json.loads(str(ref["meta"]))["weights"]["sha256"] == inception_weights.sha256
@@ -87,7 +88,7 @@ def test_alitok_and_rar_sweep_through_snakemake(tmp_path, inception_weights):
     fid = diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2).real)
     value = table.query("run_id == @run and metric == 'fid'")["value"].item()
     assert value == pytest.approx(fid, rel=1e-4)
-    sums = MomentSums.of(np.load(shards[0])["pool"]) + MomentSums.of(np.load(shards[1])["pool"])
+    sums = MomentSums.of(x[:4].astype(np.float32)) + MomentSums.of(x[4:].astype(np.float32))
     assert np.allclose(sums.covariance, s1, rtol=1e-10, atol=1e-14)
     for shard in (results / "samples" / run).glob("shard_*.npz"):
         assert np.load(shard)["arr_0"].shape == (4, 256, 256, 3)

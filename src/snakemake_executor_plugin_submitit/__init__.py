@@ -150,6 +150,24 @@ def _extra(text: str) -> dict[str, Any]:
     return out
 
 
+def _outcome(handle: submitit.Job, aux: dict[str, Any], latency_wait: float) -> str | None:
+    """None while the job is not over; "" when it succeeded; else why it failed. A job SLURM reports
+    COMPLETED may still lack its result file on a shared filesystem: it gets ``latency_wait`` seconds
+    (counted in ``aux``) before it counts as failed; any other end state without a result fails at once."""
+    if not handle.done():
+        return None
+    if not handle.paths.result_pickle.exists():
+        state, now = handle.state, time.monotonic()
+        if state == "COMPLETED" and now - aux.setdefault("ended", now) < latency_wait:
+            return None
+        return f"SLURM job {handle.job_id} ({state}) left no result"
+    try:
+        handle.result()
+    except Exception as exc:
+        return f"SLURM job {handle.job_id} ({handle.state}): {exc}"
+    return ""
+
+
 def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -249,19 +267,20 @@ class Executor(RemoteExecutor):
     async def check_active_jobs(
         self, active_jobs: list[SubmittedJobInfo]
     ) -> AsyncGenerator[SubmittedJobInfo, None]:
+        """Never blocks on one job: submitit's ``result()`` sleeps up to 15 s for a missing result file,
+        which for every cancelled or failed job would stall the status of all others (and an interrupt's
+        shutdown, which waits for this loop)."""
         for info in active_jobs:
+            if not self.wait:  # shutting down: the rest is cancelled, not checked
+                yield info
+                continue
             async with self.status_rate_limiter:
                 handle: submitit.Job = info.aux["job"]
-                if not handle.done():
+                outcome = _outcome(handle, info.aux, self.workflow.execution_settings.latency_wait)
+                if outcome is None:
                     yield info
-                    continue
-                log = str(handle.paths.stderr)
-                try:
-                    handle.result()
-                except Exception as exc:
-                    self.report_job_error(
-                        info, msg=f"SLURM job {handle.job_id} ({handle.state}): {exc}", aux_logs=[log]
-                    )
+                elif outcome:
+                    self.report_job_error(info, msg=outcome, aux_logs=[str(handle.paths.stderr)])
                 else:
                     self.report_job_success(info)
 

@@ -114,8 +114,6 @@ class Attempts:
         except (OSError, ValueError, KeyError):
             return False
         # imported here, not at the top: Snakemake imports every plugin when it starts
-        from softcfg.io.shards import manifest_path, shard_verified
+        from softcfg.io.shards import outputs_verified
 
-        return all(
-            shard_verified(p) for p in self.outputs if p.suffix == ".npz" and manifest_path(p) in self.outputs
-        )
+        return outputs_verified(self.outputs)

@@ -77,18 +77,24 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from softcfg.sampling.shards import write_run_shard
+    from softcfg.sampling.shards import write_shard_group
 
     run = load_run_config(args.config)
-    if args.shard < 0:
-        _fail(f"--shard must be >= 0, got {args.shard}")
-    if Path(args.out).suffix != ".npz":
-        _fail(f"--out must end in .npz, got {args.out}")
+    first, _, last = args.shards.partition("-")
+    if not (first.isdigit() and (last or first).isdigit()) or int(first) > int(last or first):
+        _fail(f"--shards must be FIRST-LAST (shard indices, FIRST <= LAST), got {args.shards!r}")
+    out = Path(args.out)
+    if out.suffix != ".json":
+        _fail(f"--out must end in .json (the group's record; shards are written beside it), got {out}")
     _set_threads(args.threads)
-    shard = write_run_shard(run, args.shard, Path(args.out), not args.no_progress)
-    if shard.resumed:
-        kept, total = shard.resumed, len(shard.batch_seeds)
-        print(f"resumed: {kept} of {total} batches were kept from an earlier attempt")
+    for index, shard in write_shard_group(run, int(first), int(last or first), out, not args.no_progress):
+        if shard is None:
+            print(f"shard {index}: kept (written by an earlier attempt, verified against its manifest)")
+        elif shard.resumed:
+            kept, total = shard.resumed, len(shard.batch_seeds)
+            print(f"shard {index}: resumed: {kept} of {total} batches were kept from an earlier attempt")
+        else:
+            print(f"shard {index}: sampled")
 
 
 def _load_int_array(path: str, ndim: int, flag: str) -> np.ndarray:
@@ -161,16 +167,27 @@ def cmd_reference(args: argparse.Namespace) -> None:
     write_shard(args.out, images, {"arr_1": labels.numpy()}, facts)
 
 
+def _shards(paths: list[str], flag: str) -> list[Path]:
+    """Shard files named directly (.npz) or through the group records sample jobs write (.json)."""
+    from softcfg.io.shards import group_shards, is_group_record
+
+    _check_inputs(paths, flag)
+    shards = [s for p in map(Path, paths) for s in (group_shards(p) if is_group_record(p) else [p])]
+    _check_inputs([str(s) for s in shards], flag)
+    return shards
+
+
 def cmd_features(args: argparse.Namespace) -> None:
     from softcfg.io.shards import read_shard, write_npz
     from softcfg.metrics.digits_extractor import EXTRACTOR, extract_features
     from softcfg.models.base import weights_sha256
     from softcfg.models.digits_classifier import load_digits_classifier
 
-    _check_inputs([args.classifier, *args.inputs], "features")
+    _check_inputs([args.classifier], "--classifier")
+    paths = _shards(args.inputs, "features")
     _set_threads(args.threads)
-    shards = [read_shard(p) for p in args.inputs]  # every input checked before extraction starts
-    for path, (_, labels) in zip(args.inputs, shards, strict=True):
+    shards = [read_shard(p) for p in paths]  # every input checked before extraction starts
+    for path, (_, labels) in zip(paths, shards, strict=True):
         if labels is None:
             _fail(f"{path}: no class labels (arr_1); digits features score class-conditional shards")
     images = np.concatenate([s[0] for s in shards])
@@ -220,19 +237,39 @@ def _weights(path: str) -> InceptionWeights:
 
 
 def cmd_inception_features(args: argparse.Namespace) -> None:
-    """Inception features of one sample shard (verified against its manifest)."""
+    """Inception features of a group of sample shards (each verified against its manifest), one shard's
+    images in memory at a time; rows in shard order, so any grouping gives the same features."""
     from softcfg.io.atomic import sha256_file
-    from softcfg.io.shards import read_shard, write_npz
+    from softcfg.io.shards import npz_headers, read_shard, write_npz
     from softcfg.metrics.inception_features import features_arrays
 
     weights = _weights(args.weights)
-    images, labels = read_shard(args.shard)
-    if args.image_size is not None and list(images.shape[1:3]) != args.image_size:
-        _fail(f"{args.shard}: images are {list(images.shape[1:3])}, the reference's {args.image_size}")
+    paths = _shards(args.shards, "--shards")
+    for path in paths:  # every shard's image size checked before any extraction
+        images = npz_headers(path).get("arr_0")
+        if images is None:
+            _fail(f"{path}: no images (arr_0)")
+        size = list(images[0][1:3])
+        if args.image_size is not None and size != args.image_size:
+            _fail(f"{path}: images are {size}, the reference's {args.image_size}")
     _set_threads(args.threads)
-    meta = {"shard": Path(args.shard).name, "shard_sha256": sha256_file(args.shard)}
-    arrays = features_arrays(images, weights, meta, args.batch_size, args.device)
-    write_npz(args.out, {**arrays, **({} if labels is None else {"labels": labels})})
+    parts = []
+    for path in paths:
+        images, labels = read_shard(path)
+        meta = {"shards": [path.name], "shard_sha256": [sha256_file(path)]}
+        arrays = features_arrays(images, weights, meta, args.batch_size, args.device)
+        parts.append({**arrays, **({} if labels is None else {"labels": labels})})
+    write_npz(args.out, _concatenated(parts))
+
+
+def _concatenated(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Features files of consecutive shards as one: arrays concatenated, records merged."""
+    metas = [json.loads(str(part["meta"])) for part in parts]
+    meta = {**metas[0], "num_images": sum(m["num_images"] for m in metas)}
+    for key in ("shards", "shard_sha256"):
+        meta[key] = [value for m in metas for value in m[key]]
+    arrays = {k: np.concatenate([part[k] for part in parts]) for k in parts[0] if k != "meta"}
+    return {**arrays, "meta": np.array(json.dumps(meta, sort_keys=True))}
 
 
 def cmd_inception_reference(args: argparse.Namespace) -> None:
@@ -267,10 +304,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_summarize(args: argparse.Namespace) -> None:
     from softcfg.io.atomic import atomic_write_text
+    from softcfg.io.shards import manifest_path
     from softcfg.report.aggregate import summarize_shards
 
-    _check_inputs(args.manifests, "summarize")
-    summary = summarize_shards([json.loads(Path(p).read_text()) for p in args.manifests])
+    manifests = [manifest_path(p) for p in _shards(args.inputs, "summarize")]
+    _check_inputs([str(m) for m in manifests], "summarize")  # a missing manifest: an incomplete shard
+    summary = summarize_shards([json.loads(m.read_text()) for m in manifests])
     atomic_write_text(args.out, json.dumps(summary, indent=1, sort_keys=True) + "\n")
 
 
@@ -335,10 +374,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sample", help="sample one shard of one run")
+    p = sub.add_parser("sample", help="sample a group of shards of one run")
     p.add_argument("--config", required=True, help="RUN.yaml with model, method and sampling entries")
-    p.add_argument("--shard", type=int, required=True)
-    p.add_argument("--out", required=True, help="shard .npz; its manifest .json is written beside it")
+    p.add_argument("--shards", required=True, help="FIRST-LAST shard indices (both included), or one index")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="the group's record (.json); each shard_NNNN.npz + .json is written beside it",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.set_defaults(func=cmd_sample)
@@ -368,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
-    p.add_argument("inputs", nargs="+", help="ADM-layout npz files with manifests")
+    p.add_argument("inputs", nargs="+", help="ADM-layout npz files with manifests, or sample group records")
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("metrics", help="FID, IS, KID, precision, recall, accuracy of one run from features")
@@ -391,13 +434,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inception_weights)
 
     for name, func, what in (
-        ("inception-features", cmd_inception_features, "Inception features of one sample shard"),
+        ("inception-features", cmd_inception_features, "Inception features of a group of sample shards"),
         ("inception-reference", cmd_inception_reference, "Inception features of an ADM reference batch"),
     ):
         p = sub.add_parser(name, help=what)
         p.add_argument("--weights", required=True, help="from `softcfg inception-weights`")
         if name == "inception-features":
-            p.add_argument("--shard", required=True, help="ADM-layout npz with its manifest")
+            p.add_argument(
+                "--shards", required=True, nargs="+", help="ADM-layout npz files, or sample group records"
+            )
             p.add_argument("--image-size", type=int, nargs=2, help="H W the reference has (checked first)")
         else:
             p.add_argument("--reference", required=True, help="ADM reference npz (arr_0, optional mu/sigma)")
@@ -423,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summarize", help="merge one run's shard manifests (seeds, provenance, diagnostics)")
     p.add_argument("--out", required=True)
-    p.add_argument("manifests", nargs="+")
+    p.add_argument("inputs", nargs="+", help="shard .npz files or sample group records")
     p.set_defaults(func=cmd_summarize)
 
     p = sub.add_parser("tables", help="Markdown and LaTeX tables from metrics.parquet")

@@ -208,10 +208,24 @@ class SweepModelEntry(ModelEntry):
         return ModelEntry(**{**data, "checkpoint": checkpoint or self.checkpoint})
 
 
+SHARDS_PER_JOB = 25  # 25,000 samples a job at the paper's shard size: minutes of GPU work
+
+
 class SweepSampling(ShardSizes):
     """Sizes shared by every run of the sweep; seeds are the top-level list ``seeds``."""
 
     samples_per_run: PositiveInt = Field(1000, description="a multiple of shard_size")
+    shards_per_job: PositiveInt | Literal["all"] = Field(
+        SHARDS_PER_JOB,
+        description="shards one sample (and Inception features) job writes; 'all': one job per run",
+    )
+
+    @field_validator("shards_per_job", mode="before")
+    @classmethod
+    def _per_job(cls, value: Any) -> Any:
+        if value == "all" or (type(value) is int and value > 0):
+            return value
+        raise ValueError(f"expected a positive integer or 'all', got {value!r}")
 
     @model_validator(mode="after")
     def _whole_shards(self) -> SweepSampling:
@@ -242,7 +256,10 @@ class StageResources(Options):
     gpu: NonNegativeInt = 0
     cpus: PositiveInt = 1
     mem_mb: NonNegativeInt = 4000
-    runtime: NonNegativeInt = Field(60, description="minutes")
+    runtime: NonNegativeInt = Field(60, description="minutes per job")
+    runtime_per_shard: NonNegativeFloat = Field(
+        0, description="minutes added per shard of the job (sample, features): jobs carry groups of shards"
+    )
     partition: str | None = Field(None, min_length=1)
     constraint: str | None = Field(None, min_length=1)
     extra: str | None = Field(None, min_length=1, description="further sbatch options, e.g. --qos=high")

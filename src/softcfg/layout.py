@@ -29,9 +29,26 @@ def run_summary(results: Path, run: str) -> Path:
     return results / "runs" / run / "shards.json"
 
 
+def _index(index: int | str) -> str:
+    return f"{index:04d}" if isinstance(index, int) else index
+
+
+def shard_name(index: int | str) -> str:
+    return f"shard_{_index(index)}.npz"
+
+
 def shard(results: Path, run: str, index: int | str) -> Path:
-    name = f"shard_{index:04d}.npz" if isinstance(index, int) else f"shard_{index}.npz"
-    return results / "samples" / run / name
+    return results / "samples" / run / shard_name(index)
+
+
+def group_name(first: int | str, last: int | str) -> str:
+    """``shards_0000-0009``: the shards one job samples (or extracts features of), both ends included."""
+    return f"shards_{_index(first)}-{_index(last)}"
+
+
+def shard_group(results: Path, run: str, first: int | str, last: int | str) -> Path:
+    """The record a sample job writes once every shard of its group is on disk (its one output)."""
+    return results / "samples" / run / f"{group_name(first, last)}.json"
 
 
 def features(results: Path, run: str) -> Path:
@@ -46,10 +63,9 @@ def inception_reference(results: Path) -> Path:
     return results / "inception" / "reference.npz"
 
 
-def inception_features(results: Path, run: str, index: int | str) -> Path:
-    """Per shard: Inception features are extracted by one job per sample shard."""
-    name = f"shard_{index:04d}.npz" if isinstance(index, int) else f"shard_{index}.npz"
-    return results / "features" / run / name
+def inception_features(results: Path, run: str, first: int | str, last: int | str) -> Path:
+    """Per group of shards: Inception features are extracted by one job per sample job."""
+    return results / "features" / run / f"{group_name(first, last)}.npz"
 
 
 def metrics(results: Path, run: str) -> Path:

@@ -40,6 +40,7 @@ class Run:
     id: str
     config: RunConfig
     num_shards: int
+    groups: tuple[tuple[int, int], ...]  # (first, last) shard of each job, both included
 
     @property
     def model(self) -> str:
@@ -93,6 +94,12 @@ def run_id(model: str, method: str, axes: dict[str, Any], seed: int) -> str:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:10]
     return f"{name[: MAX_RUN_ID - 11]}-{digest}"
+
+
+def shard_groups(num_shards: int, per_job: int | str) -> tuple[tuple[int, int], ...]:
+    """Contiguous groups of ``per_job`` shards (the last one may be shorter); ``all``: one group."""
+    size = num_shards if per_job == "all" else int(per_job)
+    return tuple((first, min(first + size, num_shards) - 1) for first in range(0, num_shards, size))
 
 
 def method_settings(entry: dict[str, Any], grid: dict[str, list[float]], where: str) -> list[GuidanceMethod]:
@@ -157,7 +164,8 @@ def load_sweep(data: Any) -> Sweep:
                     ),
                     run=RunInfo(id=rid, model=model_name, method=method_name),
                 )
-                runs[rid] = Run(rid, run, sampling.samples_per_run // sampling.shard_size)
+                num_shards = sampling.samples_per_run // sampling.shard_size
+                runs[rid] = Run(rid, run, num_shards, shard_groups(num_shards, sampling.shards_per_job))
 
     names, kid_subset, reference_size = _evaluation(config, runs)
     return Sweep(

@@ -83,6 +83,58 @@ def shard_verified(path: str | Path) -> bool:
         return False
 
 
+def _recorded_sha256(shard: Path) -> str | None:
+    """The npz checksum a shard's manifest records, if the shard is complete and matches it."""
+    if not shard_verified(shard):
+        return None
+    return json.loads(manifest_path(shard).read_text())["npz_sha256"]
+
+
+def write_group_record(path: str | Path, shards: list[Path]) -> None:
+    """Once every shard of a job's group is written: their names and checksums, the job's one output
+    (a job writes several shards, but Snakemake declares a fixed set of files per rule)."""
+    entries = []
+    for shard in shards:
+        sha = _recorded_sha256(shard)
+        if sha is None:
+            raise UserError(f"{shard}: missing or differs from its manifest; the group is not complete")
+        entries.append({"file": shard.name, "npz_sha256": sha})
+    atomic_write_text(path, json.dumps({"shards": entries}, indent=2) + "\n")
+
+
+def _group_entries(path: str | Path) -> list[tuple[Path, str]]:
+    try:
+        entries = json.loads(Path(path).read_text())["shards"]
+        return [(Path(path).parent / entry["file"], entry["npz_sha256"]) for entry in entries]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: not a shard group record: {exc}") from exc
+
+
+def group_shards(path: str | Path) -> list[Path]:
+    """The shards a group record lists (they lie beside it), in order."""
+    return [shard for shard, _ in _group_entries(path)]
+
+
+def is_group_record(path: Path) -> bool:
+    return path.suffix == ".json" and path.name.startswith("shards_")
+
+
+def outputs_verified(outputs: list[Path]) -> bool:
+    """Whether a job's outputs are still what it wrote: each shard (an npz whose manifest is also an
+    output) matches its manifest, and each group record's shards match the record and their manifests."""
+    for path in outputs:
+        if path.suffix == ".npz" and manifest_path(path) in outputs and not shard_verified(path):
+            return False
+        if is_group_record(path):
+            try:
+                entries = _group_entries(path)
+            except UserError:
+                return False
+            if any(_recorded_sha256(shard) != sha for shard, sha in entries):
+                return False
+    return True
+
+
 def check_images(images: np.ndarray, source: str) -> None:
     """ADM's image layout: ``arr_0`` uint8 [N, H, W, 3]."""
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:

@@ -77,35 +77,51 @@ class CentredMoments:
 
     Each chunk is centred on its own mean before the product and chunks are combined with Chan, Golub
     and LeVeque's pairwise update, so there is no ``sum x x^T - n mu mu^T`` cancellation and memory stays
-    at one chunk plus one D x D matrix whatever the number of rows.
+    at one chunk plus one D x D matrix whatever the number of rows. Chunks are ``MOMENT_CHUNK``
+    consecutive rows of the whole sequence, whatever the parts it is added in: the statistics, to the
+    last bit, do not depend on how the images were split into shards or shards into jobs.
     """
 
     def __init__(self) -> None:
         self.n = 0
         self.mean: np.ndarray | None = None
         self.scatter: np.ndarray | None = None
+        self.pending: list[np.ndarray] = []  # rows not yet making a whole chunk
 
     def add(self, rows: np.ndarray) -> None:
-        for start in range(0, rows.shape[0], MOMENT_CHUNK):
-            x = rows[start : start + MOMENT_CHUNK].astype(np.float64)  # a copy: centred in place below
-            m = x.shape[0]
-            mean = x.mean(axis=0)
-            x -= mean
-            scatter = x.T @ x
-            if self.mean is None or self.scatter is None:
-                self.n, self.mean, self.scatter = m, mean, scatter
-                continue
-            if mean.shape != self.mean.shape:
-                raise ValueError(f"cannot merge features of dimension {mean.shape} and {self.mean.shape}")
-            n = self.n + m
-            delta = mean - self.mean
-            self.scatter += scatter
-            self.scatter += np.outer(delta, delta) * (self.n * m / n)
-            self.mean = self.mean + delta * (m / n)
-            self.n = n
+        self.pending.append(rows)
+        buffered = sum(len(r) for r in self.pending)
+        if buffered < MOMENT_CHUNK:
+            return
+        rows = np.concatenate(self.pending)
+        whole = buffered - buffered % MOMENT_CHUNK
+        self.pending = [rows[whole:]] if whole < buffered else []
+        for start in range(0, whole, MOMENT_CHUNK):
+            self._merge(rows[start : start + MOMENT_CHUNK])
+
+    def _merge(self, rows: np.ndarray) -> None:
+        x = rows.astype(np.float64)  # a copy: centred in place below
+        m = x.shape[0]
+        mean = x.mean(axis=0)
+        x -= mean
+        scatter = x.T @ x
+        if self.mean is None or self.scatter is None:
+            self.n, self.mean, self.scatter = m, mean, scatter
+            return
+        if mean.shape != self.mean.shape:
+            raise ValueError(f"cannot merge features of dimension {mean.shape} and {self.mean.shape}")
+        n = self.n + m
+        delta = mean - self.mean
+        self.scatter += scatter
+        self.scatter += np.outer(delta, delta) * (self.n * m / n)
+        self.mean = self.mean + delta * (m / n)
+        self.n = n
 
     def gaussian(self) -> Gaussian:
         """Mean and unbiased covariance, as ``np.cov(x, rowvar=False)``."""
+        if self.pending:
+            self._merge(np.concatenate(self.pending))
+            self.pending = []
         if self.mean is None or self.scatter is None or self.n < 2:
             raise ValueError(f"a covariance needs at least 2 samples, got {self.n}")
         return Gaussian(self.mean, self.scatter / (self.n - 1))

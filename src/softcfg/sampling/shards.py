@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +24,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from softcfg import layout
 from softcfg.conditioning import ClassLabels, Conditions, Unconditional
 from softcfg.config import RunConfig
 from softcfg.io.atomic import sha256_file
-from softcfg.io.shards import write_npz, write_shard
+from softcfg.io.shards import manifest_path, shard_verified, write_group_record, write_npz, write_shard
 from softcfg.models.base import ARModel
 from softcfg.options import UserError
 from softcfg.sampling.diagnostics import StepDiagnostics
@@ -149,19 +151,20 @@ def resume_key(run: RunConfig) -> str:
     return json.dumps([run.config_hash(), *(sha256_file(f) if f is not None else None for f in files)])
 
 
-def write_run_shard(run: RunConfig, shard_index: int, out: Path, progress: bool = True) -> Shard:
+def write_run_shard(
+    run: RunConfig, model: ARModel, shard_index: int, out: Path, key: str, progress: bool
+) -> Shard:
     """Sample shard ``shard_index`` of ``run`` into ``out`` (+ its manifest), resuming from the batches
     an interrupted attempt kept beside it; returns the shard."""
     from softcfg.io.provenance import git_commit, package_versions
-    from softcfg.models.loading import load_model
 
-    model = load_model(run.model)
     checkpoints = out.parent / f".{out.stem}.batches"
-    shard = sample_shard(model, run, shard_index, progress, checkpoints, resume_key(run))
+    shard = sample_shard(model, run, shard_index, progress, checkpoints, key)
     arrays, facts = shard.conditions.record()
     manifest = {
         "run": run.to_dict(),
         "config_hash": run.config_hash(),
+        "sampling_key": key,
         "shard_index": shard_index,
         **facts,
         "batch_seeds": shard.batch_seeds,
@@ -175,3 +178,31 @@ def write_run_shard(run: RunConfig, shard_index: int, out: Path, progress: bool 
     write_shard(out, shard.images, arrays, manifest)
     discard_checkpoints(checkpoints)
     return shard
+
+
+def kept_shard(path: Path, key: str) -> bool:
+    """A shard an earlier attempt of this job wrote under the same key (run config and file checksums)
+    and that still matches its manifest: it is kept, not sampled again."""
+    if not shard_verified(path):
+        return False
+    return json.loads(manifest_path(path).read_text()).get("sampling_key") == key
+
+
+def write_shard_group(
+    run: RunConfig, first: int, last: int, record: Path, progress: bool = True
+) -> Iterator[tuple[int, Shard | None]]:
+    """Shards ``first``..``last`` of ``run`` beside ``record``, then the record listing them. Yields each
+    shard index with its new ``Shard``, or None for a shard kept from an earlier attempt; the model is
+    loaded only if a shard is left to sample."""
+    from softcfg.models.loading import load_model
+
+    key = resume_key(run)
+    paths = [record.parent / layout.shard_name(i) for i in range(first, last + 1)]
+    model = None
+    for index, path in zip(range(first, last + 1), paths, strict=True):
+        if kept_shard(path, key):
+            yield index, None
+            continue
+        model = model if model is not None else load_model(run.model)
+        yield index, write_run_shard(run, model, index, path, key, progress)
+    write_group_record(record, paths)
