@@ -1,4 +1,5 @@
-# Every run's metrics and shard summary into results/metrics.parquet and results/steps.parquet.
+# Every run's metrics and shard summary into results/metrics.parquet and results/steps.parquet, and its
+# sample jobs' benchmark files into results/timing.parquet.
 
 
 rule aggregate:
@@ -8,6 +9,7 @@ rule aggregate:
     output:
         metrics=layout.metrics_table(RESULTS),
         steps=layout.steps_table(RESULTS),
+        timing=layout.timing_table(RESULTS),
     log:
         layout.log(RESULTS, "aggregate"),
     benchmark:
@@ -20,4 +22,4 @@ rule aggregate:
         "../envs/report.yaml"
     shell:
         "softcfg aggregate --results {params.results} --metrics-out {output.metrics}"
-        " --steps-out {output.steps} {params.runs} > {log} 2>&1"
+        " --steps-out {output.steps} --timing-out {output.timing} {params.runs} > {log} 2>&1"

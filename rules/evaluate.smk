@@ -136,6 +136,7 @@ rule metrics:
         names=" ".join(SWEEP.metrics),
         kid=SWEEP.kid_subset_size,
         pr=f"--device {METRICS_CONFIG.device}" + (" --pr-float16" if METRICS_CONFIG.pr_float16 else ""),
+        bootstrap=" ".join(f"--bootstrap-{k} {v}" for k, v in METRICS_CONFIG.bootstrap.model_dump().items()),
     threads: stage_threads("metrics")
     resources:
         **stage_resources("metrics"),
@@ -143,4 +144,5 @@ rule metrics:
         "../envs/evaluate.yaml"
     shell:
         "softcfg metrics --config {input.config} --samples {input.samples} --reference {input.reference}"
-        " --names {params.names} --kid-subset-size {params.kid} {params.pr} --out {output} > {log} 2>&1"
+        " --names {params.names} --kid-subset-size {params.kid} {params.pr} {params.bootstrap}"
+        " --out {output} > {log} 2>&1"

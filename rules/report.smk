@@ -33,6 +33,7 @@ rule figures:
     input:
         metrics=layout.metrics_table(RESULTS),
         steps=layout.steps_table(RESULTS),
+        timing=layout.timing_table(RESULTS),
         groups=[shard_groups(run)[0] for run in focus_runs().values()],  # the grids show shard 0
     output:
         png=[
@@ -59,6 +60,7 @@ rule figures:
     conda:
         "../envs/report.yaml"
     shell:
-        "softcfg figures --metrics {input.metrics} --steps {input.steps} --gamma {params.gamma}"
+        "softcfg figures --metrics {input.metrics} --steps {input.steps} --timing {input.timing}"
+        " --gamma {params.gamma}"
         " --k {params.k} --out-dir {params.out_dir} --sample-shards {params.grid} -- {params.names}"
         " > {log} 2>&1"

@@ -115,11 +115,18 @@ def test_presets_fill_the_upstream_defaults():
 
 def test_family_records_match_the_adapters():
     """The torch-free registry names the sizes the adapters define."""
-    from softcfg.models import alitok, rar
+    from softcfg.models import alitok, llamagen, rar
 
     assert get_family("alitok").sizes == tuple(alitok.SIZES)
     assert get_family("rar").sizes == tuple(rar.SIZES)
-    assert set(presets()) == {f"alitok-{s}" for s in alitok.SIZES} | {f"rar-{s}" for s in rar.SIZES}
+    assert get_family("llamagen").sizes == tuple(llamagen.SIZES)
+    assert get_family("llamagen").image_sizes == llamagen.IMAGE_SIZES
+    released = {"B-256", "B-384", "L-256", "L-384", "XL-384", "XXL-384", "3B-384"}  # the c2i_*.pt files
+    assert set(presets()) == (
+        {f"alitok-{s}" for s in alitok.SIZES}
+        | {f"rar-{s}" for s in rar.SIZES}
+        | {f"llamagen-{r}" for r in released}
+    )
 
 
 def test_parsing_configs_tables_and_figures_do_not_import_torch(tmp_path):

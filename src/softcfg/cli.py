@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import yaml
 
-from softcfg.config import load_run_config, parse_run_config
-from softcfg.metrics import METRICS
+from softcfg.config import BootstrapEntry, load_run_config, parse_run_config
+from softcfg.metrics import INTERVAL_METRICS, METRICS
 from softcfg.options import ConfigError, UserError
 from softcfg.report import FIGURES, TABLES
 
 if TYPE_CHECKING:
+    from softcfg.metrics.bootstrap import Resampling
     from softcfg.metrics.inception import InceptionWeights
 
 
@@ -207,8 +208,41 @@ def cmd_metrics(args: argparse.Namespace) -> None:
     _check_inputs([*args.samples, args.reference], "metrics")
     run = load_run_config(args.config, check_files=False)  # scored from features: no checkpoint needed
     pr = PRSettings(float16=args.pr_float16, device=args.device)
-    record = run_metrics(run, args.samples, args.reference, tuple(args.names), args.kid_subset_size, pr)
+    resampling = _resampling(args) if args.bootstrap_resamples else None
+    record = run_metrics(
+        run, args.samples, args.reference, tuple(args.names), args.kid_subset_size, pr, resampling
+    )
     atomic_write_text(args.out, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def _resampling(args: argparse.Namespace) -> Resampling:
+    """The bootstrap options, checked as config.yaml's ``metrics.bootstrap`` is."""
+    from softcfg.metrics.bootstrap import Resampling
+    from softcfg.options import validate
+
+    entry = {k: getattr(args, f"bootstrap_{k}") for k in BootstrapEntry.model_fields}
+    return Resampling(**validate(BootstrapEntry, entry, "--bootstrap").model_dump())
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    """Two runs of a finished workflow, paired by seed and label: B - A with its interval per metric."""
+    from softcfg.metrics.compare import compare_runs
+    from softcfg.metrics.suite import PRSettings
+
+    if args.bootstrap_resamples < 1:
+        _fail(f"--bootstrap-resamples must be >= 1 for a comparison, got {args.bootstrap_resamples}")
+    pr = PRSettings(float16=args.pr_float16, device=args.device)
+    names = tuple(args.names) if args.names else None
+    plan, differences = compare_runs(Path(args.results), args.run_a, args.run_b, names, _resampling(args), pr)
+    level = f"{plan.settings.level:.0%} interval"
+    print(f"A = {args.run_a}, B = {args.run_b}: {plan.bounds[-1]} samples each, paired by seed and label")
+    print(f"{'metric':<10} {'A':>11} {'B':>11} {'B - A':>11}  {level:<25} {'P(sign)':>7}  method")
+    for d in differences:
+        interval = f"[{d.low:.5g}, {d.high:.5g}]"
+        print(
+            f"{d.metric:<10} {d.a:>11.5g} {d.b:>11.5g} {d.difference:>+11.5g}  {interval:<25} "
+            f"{d.sign_probability:>7.3f}  {d.method}"
+        )
 
 
 def cmd_inception_weights(args: argparse.Namespace) -> None:
@@ -315,25 +349,27 @@ def cmd_summarize(args: argparse.Namespace) -> None:
 
 def cmd_aggregate(args: argparse.Namespace) -> None:
     from softcfg.report.aggregate import aggregate_results, write_parquet
+    from softcfg.report.timing import sampling_times
 
     metrics, steps = aggregate_results(Path(args.results), args.runs)
     write_parquet(metrics, args.metrics_out)
     write_parquet(steps, args.steps_out)
+    if args.timing_out:
+        write_parquet(sampling_times(Path(args.results), metrics), args.timing_out)
 
 
 def cmd_tables(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from softcfg.io.atomic import atomic_write_text
-    from softcfg.report.tables import TABLE_BUILDERS, to_latex, to_markdown
+    from softcfg.report.tables import RENDERERS, latex, markdown
 
     _check_inputs([args.metrics], "tables")
     metrics = pd.read_parquet(args.metrics)
     for name in args.names:
-        build, lead = TABLE_BUILDERS[name]
-        frame = build(metrics, args.gamma, args.k)
-        atomic_write_text(Path(args.out_dir) / f"{name}.md", to_markdown(frame, lead))
-        atomic_write_text(Path(args.out_dir) / f"{name}.tex", to_latex(frame, lead))
+        header, rows, lead = RENDERERS[name](metrics, args.gamma, args.k)
+        atomic_write_text(Path(args.out_dir) / f"{name}.md", markdown(header, rows))
+        atomic_write_text(Path(args.out_dir) / f"{name}.tex", latex(header, rows, lead))
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
@@ -342,12 +378,21 @@ def cmd_figures(args: argparse.Namespace) -> None:
     from softcfg.io.shards import read_shard
     from softcfg.report import figures
 
-    _check_inputs([args.metrics, args.steps], "figures")
+    _check_inputs([args.metrics, args.steps] + ([args.timing] if "timing" in args.names else []), "figures")
     out = Path(args.out_dir)
-    if "fid_vs_gamma" in args.names:
-        figures.save(figures.fid_vs_gamma(pd.read_parquet(args.metrics)), out / "fid_vs_gamma")
-    if "entropy" in args.names:
-        figures.save(figures.entropy_curves(pd.read_parquet(args.steps), args.gamma, args.k), out / "entropy")
+    metrics, steps = pd.read_parquet(args.metrics), pd.read_parquet(args.steps)
+    focus = (args.gamma, args.k)
+    drawn = {
+        "fid_vs_gamma": lambda: figures.fid_vs_gamma(metrics),
+        "fid_vs_k": lambda: figures.fid_vs_k(metrics),
+        "fid_by_confidence": lambda: figures.fid_by_confidence(metrics, *focus),
+        "entropy": lambda: figures.entropy_curves(steps, *focus),
+        "entropy_stepnorm": lambda: figures.entropy_stepnorm(steps, *focus),
+        "timing": lambda: figures.timing(pd.read_parquet(args.timing)),
+    }
+    for name in args.names:
+        if name in drawn:
+            figures.save(drawn[name](), out / name)
     if "samples" in args.names:
         rows = {}
         for spec in args.sample_shards:
@@ -360,6 +405,15 @@ def _extraction_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+
+
+def _bootstrap_args(p: argparse.ArgumentParser, zero: str) -> None:
+    """config.yaml's ``metrics.bootstrap``, with its defaults."""
+    default = BootstrapEntry()
+    p.add_argument("--bootstrap-resamples", type=int, default=default.resamples, help=f"draws ({zero})")
+    p.add_argument("--bootstrap-level", type=float, default=default.level, help="confidence level")
+    p.add_argument("--bootstrap-seed", type=int, default=default.seed, help="seed of the draws")
+    p.add_argument("--bootstrap-blocks", type=int, default=default.blocks, help="blocks of samples resampled")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -424,8 +478,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kid-subset-size", type=int, default=1000)
     p.add_argument("--pr-float16", action="store_true", help="ADM's float16 distance blocks")
     p.add_argument("--device", default="cpu", help="where precision/recall distances are computed")
+    _bootstrap_args(p, "0: no intervals")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("compare", help="paired comparison of two runs (same model, seed, sampling sizes)")
+    p.add_argument("--results", default="results", help="the finished workflow's results folder")
+    p.add_argument("--names", nargs="+", choices=INTERVAL_METRICS, help="default: every one both runs have")
+    p.add_argument("--pr-float16", action="store_true", help="ADM's float16 distance blocks")
+    p.add_argument("--device", default="cpu", help="where precision/recall distances are computed")
+    _bootstrap_args(p, "at least 1")
+    p.add_argument("run_a", help="run id of A")
+    p.add_argument("run_b", help="run id of B (the difference is B - A)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("inception-weights", help="resolve or convert the Inception weights into one file")
     p.add_argument("--source", help="full torch-fidelity Inception weights (with the IS head)")
@@ -463,6 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", required=True, help="the results folder holding the runs' outputs")
     p.add_argument("--metrics-out", required=True)
     p.add_argument("--steps-out", required=True)
+    p.add_argument("--timing-out", help="sampling seconds per run and image, from the benchmark files")
     p.add_argument("runs", nargs="+", help="run ids")
     p.set_defaults(func=cmd_aggregate)
 
@@ -485,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=float, required=True)
     p.add_argument("--k", type=float, required=True)
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--timing", help="timing.parquet (for the timing figure)")
     p.add_argument("--sample-shards", nargs="*", default=[], help="LABEL=shard.npz, one row each")
     p.add_argument("names", nargs="+", choices=FIGURES)
     p.set_defaults(func=cmd_figures)

@@ -37,6 +37,14 @@ class ModelEntry(Options):
     dim: PositiveInt | None = Field(None, description="width, overriding the size's")
     depth: PositiveInt | None = Field(None, description="depth, overriding the size's")
     heads: PositiveInt | None = Field(None, description="attention heads, overriding the size's")
+    image_size: PositiveInt | None = Field(
+        None, description="generated image side in pixels, for families with several (llamagen: 256 or 384)"
+    )
+    eval_size: PositiveInt | None = Field(
+        None,
+        description="resize the decoded images to this side (bicubic, no antialias; LlamaGen evaluates its "
+        "384 px models at 256); default: the generated size",
+    )
     compile: bool = Field(False, description="torch.compile the one-token decode step")
     uncond_fp32: bool | None = Field(
         None,
@@ -67,6 +75,28 @@ class ModelEntry(Options):
                 else f"family {family!r} has no sizes"
             )
         return size
+
+    @model_validator(mode="after")
+    def _image_sizes(self) -> ModelEntry:
+        sizes = get_family(self.family).image_sizes
+        if not sizes:
+            for key in ("image_size", "eval_size"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: family {self.family!r} generates one image size only")
+            return self
+        if self.image_size is None:
+            raise ValueError(
+                f"image_size: family {self.family!r} needs one of {list(sizes)} (the checkpoint's)"
+            )
+        if self.image_size not in sizes:
+            raise ValueError(
+                f"image_size: expected one of {list(sizes)} for family {self.family!r}, got {self.image_size}"
+            )
+        if self.eval_size is not None and self.eval_size > self.image_size:
+            raise ValueError(
+                f"eval_size: {self.eval_size} is larger than image_size {self.image_size} (only downsizing)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _precision_choice(self) -> ModelEntry:
@@ -236,6 +266,22 @@ class SweepSampling(ShardSizes):
         return self
 
 
+class BootstrapEntry(Options):
+    """Confidence intervals on FID, sFID, IS, precision and recall (softcfg.metrics.bootstrap): block
+    bootstrap over the sample set (recall: delete-one-block jackknife), the reference fixed."""
+
+    resamples: NonNegativeInt = Field(200, description="bootstrap draws per run; 0: no intervals")
+    level: Float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals")
+    seed: NonNegativeInt = Field(0, description="seed of the draws (the same draws for every run)")
+    blocks: int = Field(
+        50,
+        ge=2,
+        le=1000,
+        description="units resampled: consecutive blocks of samples (at most one sample each); "
+        "FID and sFID keep blocks x D^2 float64 in memory (1.7 GB at 50 and D = 2048)",
+    )
+
+
 class MetricsEntry(Options):
     """Which numbers, and how Inception-scored families are scored."""
 
@@ -248,6 +294,7 @@ class MetricsEntry(Options):
     pr_float16: bool = Field(False, description="ADM's float16 precision/recall distance blocks")
     device: Literal["cpu", "cuda"] = "cpu"
     batch_size: PositiveInt = Field(64, description="images per Inception forward pass")
+    bootstrap: BootstrapEntry = BootstrapEntry()
 
 
 class StageResources(Options):

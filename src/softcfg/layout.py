@@ -80,6 +80,10 @@ def steps_table(results: Path) -> Path:
     return results / "steps.parquet"
 
 
+def timing_table(results: Path) -> Path:
+    return results / "timing.parquet"
+
+
 def table(results: Path, name: str, ext: str) -> Path:
     return results / "tables" / f"{name}.{ext}"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 METRICS = ("fid", "sfid", "is", "kid", "precision", "recall")
+INTERVAL_METRICS = ("fid", "sfid", "is", "precision", "recall")  # with a confidence interval (bootstrap)
 
 
 @dataclass(frozen=True)

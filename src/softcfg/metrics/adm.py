@@ -196,20 +196,48 @@ def _radii(points: _Points, k: int, block: int) -> Tensor:
 
 
 def _cross_membership(
-    reference: _Points, samples: _Points, ref_radii: Tensor, smp_radii: Tensor, block: int
+    reference: _Points, samples: _Points, ref_radii: Tensor, smp_radii: Tensor, block: int, groups: np.ndarray
 ) -> tuple[Tensor, Tensor]:
-    """(samples inside some reference ball, reference points inside some sample ball), membership
-    distance <= radius. Each reference x sample block is computed once, reference as rows as in ADM, and
-    read along columns for precision and along rows for recall. Orientation matters in float16:
-    (|s|^2 - 2 s.r) + |r|^2 rounds differently from ADM's (|r|^2 - 2 r.s) + |s|^2 in some entries."""
+    """(samples inside some reference ball [N], reference points inside some ball of each group of
+    samples [N_ref, G]), membership distance <= radius; ``groups`` are the G + 1 bounds of consecutive
+    sample groups (one group: ADM's recall; several: what the recall interval needs). Each reference x
+    sample block is computed once, reference as rows as in ADM, and read along columns for precision and
+    along rows for recall. Orientation matters in float16: (|s|^2 - 2 s.r) + |r|^2 rounds differently from
+    ADM's (|r|^2 - 2 r.s) + |s|^2 in some entries."""
     smp_inside = torch.zeros(len(samples), dtype=torch.bool, device=samples.x.device)
-    ref_inside = torch.zeros(len(reference), dtype=torch.bool, device=reference.x.device)
+    ref_cover = torch.zeros(len(reference), len(groups) - 1, dtype=torch.bool, device=reference.x.device)
     for r in range(0, len(reference), block):
         for c in range(0, len(samples), block):
             d = _squared_distances(reference[r : r + block], samples[c : c + block])
             smp_inside[c : c + block] |= (d <= ref_radii[r : r + block, None]).any(dim=0)
-            ref_inside[r : r + block] |= (d <= smp_radii[None, c : c + block]).any(dim=1)
-    return smp_inside, ref_inside
+            inside = d <= smp_radii[None, c : c + block]
+            end = min(c + block, len(samples))
+            for g in range(int(np.searchsorted(groups, c, "right")) - 1, len(groups) - 1):
+                if groups[g] >= end:
+                    break
+                lo, hi = max(int(groups[g]), c) - c, min(int(groups[g + 1]), end) - c
+                ref_cover[r : r + block, g] |= inside[:, lo:hi].any(dim=1)
+    return smp_inside, ref_cover
+
+
+def manifold_membership(
+    reference: np.ndarray,
+    samples: np.ndarray,
+    k: int = PR_NEIGHBOURS,
+    block: int = PR_BLOCK,
+    float16: bool = False,
+    device: str | torch.device = "cpu",
+    groups: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: inside the reference manifold (its mean is precision); per reference point and group
+    of consecutive samples (``groups``: bounds, default one group): inside some ball of that group (the
+    share of reference points covered by any group is recall). Arguments as ``precision_recall``."""
+    ref = _Points.of(torch.as_tensor(np.asarray(reference, np.float32), device=device), float16)
+    smp = _Points.of(torch.as_tensor(np.asarray(samples, np.float32), device=device), float16)
+    bounds = np.array([0, len(smp)]) if groups is None else np.asarray(groups)
+    ref_radii, smp_radii = _radii(ref, k, block), _radii(smp, k, block)
+    smp_inside, ref_cover = _cross_membership(ref, smp, ref_radii, smp_radii, block, bounds)
+    return smp_inside.cpu().numpy(), ref_cover.cpu().numpy()
 
 
 def precision_recall(
@@ -228,11 +256,8 @@ def precision_recall(
     kernel also sums in half but in another order, so a norm may differ there in the last bit). ADM run on
     CPU cannot be emulated: TF's CPU float16 matmul accumulates in half, in an order that depends on the
     thread count (lattice features: precision 0.689 with 2 threads, 0.577 with 1)."""
-    ref = _Points.of(torch.as_tensor(np.asarray(reference, np.float32), device=device), float16)
-    smp = _Points.of(torch.as_tensor(np.asarray(samples, np.float32), device=device), float16)
-    ref_radii, smp_radii = _radii(ref, k, block), _radii(smp, k, block)
-    smp_inside, ref_inside = _cross_membership(ref, smp, ref_radii, smp_radii, block)
-    return smp_inside.double().mean().item(), ref_inside.double().mean().item()
+    smp_inside, ref_cover = manifold_membership(reference, samples, k, block, float16, device)
+    return float(smp_inside.mean()), float(ref_cover.any(axis=1).mean())
 
 
 def kernel_inception_distance(

@@ -10,6 +10,7 @@ memory at once). torch-fidelity's own feature cache keys on names only, so it is
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -225,7 +226,7 @@ def merged_feature_set(
 
 def feature_set(arrays: Mapping[str, np.ndarray]) -> FeatureSet:
     """One features file (or ``features_arrays``' result) as the metrics read it."""
-    return merged_feature_set([arrays], arrays)
+    return dataclasses.replace(merged_feature_set([arrays], arrays), spatial=lambda: [arrays["spatial"]])
 
 
 def sample_feature_set(paths: list[str | Path]) -> tuple[FeatureSet, dict]:
@@ -248,7 +249,12 @@ def sample_feature_set(paths: list[str | Path]) -> tuple[FeatureSet, dict]:
             with np.load(path, allow_pickle=False) as data:
                 yield {k: data[k] for k in ("pool", "spatial", "logits") if k in data.files}
 
-    features = merged_feature_set(parts())
+    def spatial() -> Iterator[np.ndarray]:
+        for path in paths:
+            with np.load(path, allow_pickle=False) as data:
+                yield data["spatial"]
+
+    features = dataclasses.replace(merged_feature_set(parts()), spatial=spatial)
     return features, {**first, "num_images": int(features.features.shape[0])}
 
 

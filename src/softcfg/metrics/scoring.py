@@ -18,6 +18,7 @@ import numpy as np
 
 from softcfg.config import RunConfig
 from softcfg.metrics import EXTRACTORS
+from softcfg.metrics.bootstrap import Resampling, intervals
 from softcfg.metrics.suite import FeatureSet, PRSettings, compute_metrics
 from softcfg.options import UserError
 
@@ -121,8 +122,10 @@ def run_metrics(
     names: tuple[str, ...],
     kid_subset_size: int,
     pr: PRSettings,
+    resampling: Resampling | None = None,
 ) -> dict[str, Any]:
-    """A run's metrics record: the numbers, the sample count and what they were measured with."""
+    """A run's metrics record: the numbers, the sample count and what they were measured with, and with
+    ``resampling`` an interval for each metric that has one (``intervals``: metric -> ci_* fields)."""
     sets = feature_sets(sample_paths, reference_path)
     n = min(sets.samples.features.shape[0], sets.reference.features.shape[0])
     if "kid" in names and kid_subset_size > n:
@@ -130,9 +133,11 @@ def run_metrics(
             f"--kid-subset-size {kid_subset_size} exceeds the number of samples or reference images"
         )
     values = compute_metrics(sets.samples, sets.reference, names, kid_subset_size, pr) | sets.extras
+    ranges = {} if resampling is None else intervals(sets.samples, sets.reference, names, resampling, pr)
     return {
         "run": run.to_dict(),
         "metrics": values,
+        "intervals": ranges,
         "num_samples": int(sets.samples.features.shape[0]),
         "extractor": sets.extractor,
         "reference": sets.reference_name,

@@ -7,6 +7,7 @@ inside the reference manifold, recall the share of reference images inside the s
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,13 +30,16 @@ class Gaussian:
 @dataclass(frozen=True)
 class FeatureSet:
     """What the metrics read of one image set. ``fid``/``sfid`` default to statistics of ``features``
-    (``sfid`` has no such default: it needs the spatial tensor); ``logits`` feed IS."""
+    (``sfid`` has no such default: it needs the spatial tensor); ``logits`` feed IS; ``spatial`` reads
+    the sFID features again part by part (sFID intervals need them by block, and they are too large to
+    keep: 50k x 2023 float32 is 400 MB)."""
 
     features: np.ndarray  # [N, D] float32: pool_3 or the digits classifier's features
     logits: np.ndarray | None = None
     fid: Gaussian | None = None
     sfid: Gaussian | None = None
     unavailable: str | None = None  # why IS cannot be computed from these features, if it cannot
+    spatial: Callable[[], Iterable[np.ndarray]] | None = None
 
     @property
     def fid_statistics(self) -> Gaussian:

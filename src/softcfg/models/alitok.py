@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from softcfg.conditioning import ClassLabels
 from softcfg.models.attention import KVCache, SlotWeights, attend
 from softcfg.models.base import ARModel, images_to_uint8, load_state_dict_strict, read_checkpoint
-from softcfg.models.layers import RMSNorm, SwiGLU, apply_rope, rope_1d, rope_2d
+from softcfg.models.layers import RMSNorm, SwiGLU, apply_rope, rope_1d, rope_grid
 from softcfg.options import UserError
 
 CODEBOOK = 4096
@@ -43,10 +43,7 @@ SIZES = {"B": AliTokConfig(768, 24), "L": AliTokConfig(1024, 24), "XL": AliTokCo
 def alitok_rope_table(head_dim: int) -> Tensor:
     """[274, head_dim / 2, 2]: a zero row for the class slot, 17 1D rows, 256 2D rows."""
     zero = torch.zeros(1, head_dim // 2, 2)
-    one_d = rope_1d(torch.arange(NUM_1D), head_dim)
-    r, c = torch.meshgrid(torch.arange(GRID), torch.arange(GRID), indexing="ij")
-    two_d = rope_2d(NUM_1D + r.flatten(), NUM_1D + c.flatten(), head_dim)
-    return torch.cat([zero, one_d, two_d])
+    return torch.cat([zero, rope_1d(torch.arange(NUM_1D), head_dim), rope_grid(GRID, head_dim, NUM_1D)])
 
 
 class Attention(nn.Module):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from softcfg.conditioning import ClassLabels, Conditions
@@ -73,6 +76,18 @@ def images_to_uint8(images: Tensor) -> Tensor:
     return (images.float().clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
+def signed_images_to_uint8(images: Tensor) -> Tensor:
+    """[N, 3, H, W] in about [-1, 1] -> uint8 [N, H, W, 3] as LlamaGen's sampling script writes them:
+    clamp(127.5 x + 128, 0, 255), then a truncating cast (so 0 maps to 128, not 127)."""
+    return (127.5 * images.float() + 128.0).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def resize_images(images: Tensor, size: int) -> Tensor:
+    """Float images [N, C, H, W] to [N, C, size, size], bicubic without antialiasing and before the uint8
+    conversion: the resize LlamaGen's evaluation applies to its 384 px samples (``--image-size-eval``)."""
+    return F.interpolate(images.float(), size=(size, size), mode="bicubic")
+
+
 def load_state_dict_strict(model: nn.Module, state: dict[str, Tensor], source: str | Path) -> None:
     """Load ``state`` strictly, naming the first missing, unexpected or mis-shaped keys on failure."""
     expected = model.state_dict()
@@ -107,11 +122,39 @@ def weights_sha256(state: dict[str, Tensor]) -> str:
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """torch.load with tensors only (no pickled code), with a clear error for a missing or bad file."""
+    """torch.load with tensors only (no pickled code), with a clear error for a missing or bad file.
+
+    ``argparse.Namespace`` is allowed too: training scripts (LlamaGen's) save their arguments beside the
+    weights, and a Namespace only holds attribute values.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UserError(f"checkpoint {path} could not be read: {exc}") from exc
+
+
+def unwrap_state_dict(
+    checkpoint: dict,
+    source: str | Path,
+    marker: str,
+    wrappers: Sequence[str] = ("model", "module", "state_dict"),
+) -> dict[str, Tensor]:
+    """The state dict of a training checkpoint: under the first of ``wrappers`` it has (DDP, DeepSpeed and
+    Lightning files nest it; optimizer state and arguments sit beside it), else the file itself (a raw
+    state dict, e.g. a consolidated FSDP one). ``marker`` is a key every such state dict has."""
+    for key in wrappers:
+        if isinstance(checkpoint.get(key), dict):
+            state = checkpoint[key]
+            break
+    else:
+        state = checkpoint
+    if marker not in state:
+        raise UserError(
+            f"checkpoint {source} holds no state dict with {marker!r}, neither at the top level nor under "
+            f"{list(wrappers)} (top-level keys: {sorted(checkpoint)[:8]})"
+        )
+    return state

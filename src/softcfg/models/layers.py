@@ -1,4 +1,4 @@
-"""Building blocks shared by the LLaMA-style families (AliTok, later LlamaGen): RMSNorm, SwiGLU, RoPE."""
+"""Building blocks shared by the LLaMA-style families (AliTok, LlamaGen): RMSNorm, SwiGLU, RoPE."""
 
 from __future__ import annotations
 
@@ -51,6 +51,14 @@ def rope_2d(rows: Tensor, cols: Tensor, head_dim: int, base: float = 10000.0) ->
     freqs = base ** (-torch.arange(0, half, 2)[: half // 2].float() / half)
     angles = torch.cat([rows.float()[:, None] * freqs, cols.float()[:, None] * freqs], dim=-1)
     return torch.stack([angles.cos(), angles.sin()], dim=-1)
+
+
+def rope_grid(side: int, head_dim: int, offset: int = 0) -> Tensor:
+    """2D RoPE of a ``side`` x ``side`` grid flattened row-major, cell (r, c) at (offset + r, offset + c):
+    [side * side, head_dim / 2, 2]. AliTok offsets its grid past its 17 1D tokens, LlamaGen does not.
+    """
+    r, c = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    return rope_2d(offset + r.flatten(), offset + c.flatten(), head_dim)
 
 
 def apply_rope(x: Tensor, rope: Tensor) -> Tensor:

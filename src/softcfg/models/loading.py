@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from softcfg.models import alitok, rar
+from softcfg.models import alitok, llamagen, rar
 from softcfg.models.base import ARModel
 from softcfg.models.digits import load_digits_ar
 from softcfg.models.precision import UncondFloat32
@@ -41,6 +41,18 @@ def load_rar(entry: ModelEntry) -> ARModel:
     return rar.load_rar(entry.checkpoint, dataclasses.replace(base, **_overrides(entry)), entry.tokenizer)
 
 
+def load_llamagen(entry: ModelEntry) -> ARModel:
+    if entry.size is None and entry.heads is None:
+        raise ConfigError("model.heads: llamagen needs size (B, L, XL, XXL, 3B) or dim, depth and heads")
+    base = (
+        llamagen.SIZES[entry.size]
+        if entry.size
+        else llamagen.LlamaGenConfig(entry.dim, entry.depth, entry.heads)
+    )
+    config = dataclasses.replace(base, **_overrides(entry), image_size=entry.image_size)
+    return llamagen.load_llamagen(entry.checkpoint, config, entry.tokenizer, entry.eval_size)
+
+
 def load_model(entry: ModelEntry) -> ARModel:
     """The family's model from its checkpoint, in eval mode, on the entry's device and dtype, with its
     decode step compiled when the entry asks for it.
@@ -49,9 +61,16 @@ def load_model(entry: ModelEntry) -> ARModel:
     (``precision.UncondFloat32``); without it SoftCFG's perturbation of those rows is mostly bf16 rounding
     noise past the first few dozen steps (``benchmarks/bf16_perturbation.py``). It cost 1.3-1.9x the
     bf16 decode step where measured, so a low-precision SoftCFG run must choose (``softcfg.config``).
+    The image decoder (``tokenizer``) stays float32 whatever the dtype, as in LlamaGen's sampling script:
+    the dtype is the generator's.
     """
     model = get_family(entry.family).load(entry)
+    decoder = getattr(model, "tokenizer", None)
+    if decoder is not None:  # not cast: bf16 weights would not round-trip
+        model.tokenizer = None
     model = model.to(device=entry.device, dtype=DTYPES[entry.dtype]).eval()
+    if decoder is not None:
+        model.tokenizer = decoder.to(device=entry.device)
     if entry.uncond_fp32 and DTYPES[entry.dtype] != torch.float32:
         model = UncondFloat32(model)
         if entry.compile:  # each row group's decode step, not the split around them

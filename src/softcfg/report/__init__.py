@@ -3,5 +3,7 @@
 The names a config may ask for live here, so validating a config loads neither pandas nor matplotlib.
 """
 
-TABLES = ("ablation", "target")
-FIGURES = ("fid_vs_gamma", "entropy", "samples")
+TABLES = ("ablation", "target", "paper_systems", "paper_ablation", "paper_target")
+FIGURES = (
+    "fid_vs_gamma", "fid_vs_k", "fid_by_confidence", "entropy", "entropy_stepnorm", "timing", "samples",
+)  # fmt: skip

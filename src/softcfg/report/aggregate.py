@@ -2,8 +2,10 @@
 
 ``summarize_shards`` merges one run's shard manifests (seeds, provenance, sample-weighted per-step
 diagnostics); ``aggregate`` joins each run's config, metrics record and summary into
-``metrics.parquet`` (one row per run and metric, with every sweep parameter, the value, the number of
-samples, the seeds and provenance) and ``steps.parquet`` (one row per run and decode step).
+``metrics.parquet`` (one row per run and metric, with every sweep parameter, the value and its
+confidence interval (``ci_low``, ``ci_high``, ``ci_level``, ``ci_method``, ``ci_resamples``: NaN, null
+and 0 where the metric has none), the number of samples, the seeds and provenance) and ``steps.parquet``
+(one row per run and decode step).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import pyarrow.parquet as pq
 from softcfg.config import RunConfig
 from softcfg.io.atomic import atomic_path
 from softcfg.methods import method_class, method_names
+
+# A metric without an interval (KID, accuracy, intervals off, records written before intervals existed).
+NO_INTERVAL = {"ci_low": np.nan, "ci_high": np.nan, "ci_level": np.nan, "ci_method": None, "ci_resamples": 0}
 
 
 def option_columns() -> list[str]:
@@ -38,6 +43,8 @@ def run_columns(run: RunConfig) -> dict:
         "run_id": run.run.id,
         "model": run.run.model,
         "family": run.model.family,
+        "size": run.model.size,
+        "image_size": run.model.image_size,
         "method": run.run.method,
         "method_name": m.name,
         "guided": m.uses_uncond,
@@ -87,8 +94,10 @@ def aggregate(entries: list[tuple[RunConfig, dict, dict]]) -> tuple[pd.DataFrame
             "extractor": record["extractor"],
             "reference": record["reference"],
         }
+        intervals = record.get("intervals", {})
         for metric, value in sorted(record["metrics"].items()):
-            rows.append({**columns, "metric": metric, "value": value, **provenance})
+            interval = intervals.get(metric, NO_INTERVAL)
+            rows.append({**columns, "metric": metric, "value": value, **interval, **provenance})
         if summary["diagnostics"]:
             diag = pd.DataFrame(summary["diagnostics"], dtype="float64")
             steps.append(pd.DataFrame({**columns, "step": np.arange(len(diag))}).join(diag))

@@ -1,10 +1,16 @@
 """The SoftCFG paper's figures, from the Parquet tables (and, for sample grids, from shards).
 
-- ``fid_vs_gamma``: FID against gamma per method, one line style per k (the paper's Fig. 9a);
-- ``entropy``: normalized entropy of the cond, uncond and guided distributions over decoding steps for
-  CFG and SoftCFG with and without step norm at the focus setting (Figs. 3 and 7);
+- ``fid_vs_gamma``: FID against gamma per method, one line style per k (Fig. 9a);
+- ``fid_vs_k``: FID against the cosine power k per method, one line style per gamma (Fig. 9b);
+- ``fid_by_confidence``: FID of SoftCFG per confidence definition at the focus setting (Fig. 9c);
+- ``entropy``: normalized entropy of the cond, uncond and guided distributions and of the guidance signal
+  over decoding steps, per guided method at the focus setting (Fig. 3);
+- ``entropy_stepnorm``: the guidance signal's entropy over decoding steps for CFG and SoftCFG with and
+  without step normalization at the focus setting (Fig. 7);
+- ``timing``: sampling seconds per image per method (Fig. 8);
 - ``samples``: one row of samples per method at the focus setting.
-Each is written as PNG and PDF.
+FID curves carry shaded bands where the metrics table holds an interval (``ci_low``, ``ci_high``). Each
+figure is written as PNG and PDF.
 """
 
 from __future__ import annotations
@@ -31,29 +37,76 @@ def save(fig: plt.Figure, stem: Path) -> list[Path]:
     return paths
 
 
-def fid_vs_gamma(metrics: pd.DataFrame) -> plt.Figure:
+def _at_focus(frame: pd.DataFrame, gamma: float, k: float) -> pd.DataFrame:
+    at = frame["gamma"].sub(gamma).abs().lt(1e-9) & frame["k"].sub(k).abs().lt(1e-9)
+    return frame[at & (frame["target"].isna() | frame["target"].eq("v"))]
+
+
+def _guided_fid(metrics: pd.DataFrame) -> pd.DataFrame:
+    fid = metrics[(metrics["metric"] == "fid") & metrics["guided"].astype(bool)]
+    return fid[fid["target"].isna() | fid["target"].eq("v")]
+
+
+def _fid_lines(metrics: pd.DataFrame, x: str, style: str, xlabel: str, cosine: bool = False) -> plt.Figure:
+    """FID against ``x`` per method (hue) and ``style`` value, one panel per model, unguided runs as
+    dotted lines, and the interval as a band where the table has one."""
     fid = metrics[metrics["metric"] == "fid"]
-    guided = fid[fid["guided"].astype(bool)].assign(k=lambda f: f["k"].map("k={:g}".format))
-    guided = guided[guided["target"].isna() | guided["target"].eq("v")]
+    guided = _guided_fid(metrics)
+    if cosine:  # k shapes the cosine schedule only
+        guided = guided[guided["schedule"].eq("cosine")]
+    guided = guided.assign(**{style: lambda f: f[style].map(f"{style}={{:g}}".format)})
     models = sorted(fid["model"].unique())
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
         data = guided[guided["model"] == model]
-        sns.lineplot(
-            data=data, x="gamma", y="value", hue="method", style="k", markers=True, ax=ax, errorbar=None
-        )
+        sns.lineplot(data=data, x=x, y="value", hue="method", style=style, markers=True, ax=ax, errorbar=None)
+        if {"ci_low", "ci_high"} <= set(data.columns):
+            for _, line in data.dropna(subset=["ci_low", "ci_high"]).groupby(["method", style]):
+                line = line.groupby(x)[["ci_low", "ci_high"]].mean().reset_index()
+                ax.fill_between(line[x], line["ci_low"], line["ci_high"], alpha=0.15, linewidth=0)
         for _, row in fid[(fid["model"] == model) & ~fid["guided"].astype(bool)].iterrows():
             ax.axhline(row["value"], color="gray", linestyle=":", label=row["method"])
-        ax.set(title=model, xlabel="guidance scale γ", ylabel="FID (digits classifier features)")
+        ax.set(title=model, xlabel=xlabel, ylabel=f"FID ({fid['extractor'].iloc[0].split('@')[0]} features)")
     return fig
 
 
+def fid_vs_gamma(metrics: pd.DataFrame) -> plt.Figure:
+    return _fid_lines(metrics, "gamma", "k", "guidance scale γ")
+
+
+def fid_vs_k(metrics: pd.DataFrame) -> plt.Figure:
+    return _fid_lines(metrics, "k", "gamma", "cosine power k (0: constant scale)", cosine=True)
+
+
+def fid_by_confidence(metrics: pd.DataFrame, gamma: float, k: float) -> plt.Figure:
+    soft = _at_focus(_guided_fid(metrics), gamma, k).dropna(subset=["confidence"])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if soft.empty:
+        ax.text(0.5, 0.5, "no SoftCFG run at the focus setting", ha="center", va="center")
+        return fig
+    sns.barplot(data=soft, x="confidence", y="value", hue="method", errorbar=None, ax=ax)
+    if {"ci_low", "ci_high"} <= set(soft.columns) and soft["ci_low"].notna().any():
+        bars = soft.groupby(["confidence", "method"], sort=False)[["value", "ci_low", "ci_high"]].mean()
+        for patch, (_, row) in zip(ax.patches, bars.iterrows(), strict=False):
+            centre = patch.get_x() + patch.get_width() / 2
+            ax.plot([centre, centre], [row["ci_low"], row["ci_high"]], color="black", linewidth=1)
+    ax.set(xlabel="confidence definition", ylabel="FID", title=f"γ={gamma:g}, k={k:g}")
+    return fig
+
+
+ENTROPIES = {
+    "entropy_cond": "conditional",
+    "entropy_uncond": "unconditional",
+    "entropy_guided": "guided",
+    "entropy_signal": "guidance signal",
+}
+
+
 def entropy_curves(steps: pd.DataFrame, gamma: float, k: float) -> plt.Figure:
-    at = steps["gamma"].sub(gamma).abs().lt(1e-9) & steps["k"].sub(k).abs().lt(1e-9)
-    data = steps[at & (steps["target"].isna() | steps["target"].eq("v"))]
-    columns = {"entropy_cond": "conditional", "entropy_uncond": "unconditional", "entropy_guided": "guided"}
-    long = data.melt(id_vars=["model", "method", "step"], value_vars=list(columns), var_name="branch")
-    long["branch"] = long["branch"].map(columns)
+    data = _at_focus(steps, gamma, k)
+    columns = [c for c in ENTROPIES if c in data]
+    long = data.melt(id_vars=["model", "method", "step"], value_vars=columns, var_name="branch")
+    long["branch"] = long["branch"].map(ENTROPIES)
     grid = sns.relplot(
         data=long, x="step", y="value", hue="method", col="branch", row="model", kind="line",
         errorbar=None, height=3.2, aspect=1.2,
@@ -61,6 +114,33 @@ def entropy_curves(steps: pd.DataFrame, gamma: float, k: float) -> plt.Figure:
     grid.set_axis_labels("decoding step", "normalized entropy H/log V")
     grid.figure.suptitle(f"γ={gamma:g}, k={k:g}", y=1.02)
     return grid.figure
+
+
+def entropy_stepnorm(steps: pd.DataFrame, gamma: float, k: float) -> plt.Figure:
+    """The guidance signal's entropy: CFG's drifts towards uniform as its branches agree, SoftCFG's
+    perturbation keeps it informative, and step normalization bounds the perturbation (Fig. 7)."""
+    data = _at_focus(steps, gamma, k).dropna(subset=["entropy_signal"])
+    labels = data["step_norm"].map({True: "step norm", False: "no step norm"}).fillna("no perturbation")
+    data = data.assign(step_norm=labels)
+    grid = sns.relplot(
+        data=data, x="step", y="entropy_signal", hue="method", style="step_norm", col="model",
+        kind="line", errorbar=None, height=3.4, aspect=1.3,
+    )  # fmt: skip
+    grid.set_axis_labels("decoding step", "guidance signal H/log V")
+    grid.figure.suptitle(f"γ={gamma:g}, k={k:g}", y=1.02)
+    return grid.figure
+
+
+def timing(times: pd.DataFrame) -> plt.Figure:
+    """Seconds per image per method and model (means over runs of a method), each bar labelled."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    data = times.dropna(subset=["seconds_per_image"])
+    sns.barplot(data=data, x="method", y="seconds_per_image", hue="model", errorbar=None, ax=ax)
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.3g", fontsize=7)
+    ax.set(xlabel="", ylabel="sampling seconds per image")
+    ax.tick_params(axis="x", rotation=30)
+    return fig
 
 
 def sample_grid(rows: dict[str, np.ndarray], per_row: int = 20) -> plt.Figure:

@@ -2,13 +2,16 @@
 
 - ablation (Table 2 layout): none / CFG / SoftCFG / SoftCFG + step norm at the focus (gamma, k), then each
   guided method at its best-FID (gamma, k) over the grid ("opt" rows);
-- target (Table 3 layout): SoftCFG + step norm perturbing values, keys or both at the focus setting.
-Values are means over seeds.
+- target (Table 3 layout): SoftCFG + step norm perturbing values, keys or both at the focus setting;
+- paper_systems, paper_ablation, paper_target: the paper's Tables 1-3 beside ours (``paper``).
+Values are means over seeds, shown ``value ± h`` where the runs have intervals (h: the interval's
+half-width, averaged over seeds).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pandas as pd
 
@@ -25,9 +28,14 @@ COLUMNS = {
 
 
 def _wide(metrics: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, method, gamma, k), metric columns averaged over seeds."""
+    """One row per (model, method, gamma, k), metric columns averaged over seeds, and ``<metric>_pm``:
+    the half-width of the metric's interval (averaged over seeds) where the table holds one."""
     keys = ["model", "method", "method_name", "guided", "gamma", "k", "target", "step_norm"]
     frame = metrics.pivot_table(index=keys, columns="metric", values="value", aggfunc="mean", dropna=False)
+    if {"ci_low", "ci_high"} <= set(metrics.columns):
+        half = metrics.assign(pm=(metrics["ci_high"] - metrics["ci_low"]) / 2)
+        half = half.pivot_table(index=keys, columns="metric", values="pm", aggfunc="mean", dropna=False)
+        frame = frame.join(half.add_suffix("_pm"))
     seeds = metrics.groupby(keys, dropna=False)["seed"].nunique().rename("seeds")
     frame = frame.join(seeds).reset_index()
     return frame.dropna(subset=[c for c in COLUMNS if c in frame], how="all")
@@ -71,47 +79,80 @@ def target_table(metrics: pd.DataFrame, gamma: float, k: float) -> pd.DataFrame:
     return _at(soft, gamma, k).sort_values(["model", "target", "method"], ignore_index=True)
 
 
+def number(v: float | None, digits: int = 3) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
 def _cells(frame: pd.DataFrame, lead: list[str]) -> tuple[list[str], list[list[str]]]:
     metrics = [c for c in COLUMNS if c in frame]
+
+    def value(r: pd.Series, metric: str) -> str:
+        half = r.get(f"{metric}_pm")
+        pm = "" if half is None or math.isnan(half) else f" ± {number(half)}"
+        return number(r[metric]) + pm
+
     header = [*lead, "γ", "k", *(COLUMNS[c] for c in metrics), "seeds"]
-
-    def num(v: float, digits: int = 3) -> str:
-        return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
-
-    rows = []
-    for _, r in frame.iterrows():
-        rows.append(
-            [
-                *(str(r[c]) for c in lead),
-                num(r["gamma"], 2),
-                num(r["k"], 2),
-                *(num(r[c]) for c in metrics),
-                str(int(r["seeds"])),
-            ]
-        )
+    rows = [
+        [*(str(r[c]) for c in lead), number(r["gamma"], 2), number(r["k"], 2),
+         *(value(r, c) for c in metrics), str(int(r["seeds"]))]
+        for _, r in frame.iterrows()
+    ]  # fmt: skip
     return header, rows
 
 
-def to_markdown(frame: pd.DataFrame, lead: list[str]) -> str:
-    header, rows = _cells(frame, lead)
+def markdown(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
 
 
-def to_latex(frame: pd.DataFrame, lead: list[str]) -> str:
-    header, rows = _cells(frame, lead)
-    plain = [
-        h.replace("↓", r"$\downarrow$").replace("↑", r"$\uparrow$").replace("γ", r"$\gamma$") for h in header
-    ]
-    body = [" & ".join(c.replace("_", r"\_").replace("–", "--") for c in row) + r" \\" for row in rows]
-    spec = "l" * len(lead) + "r" * (len(header) - len(lead))
+TEX = {
+    "_": r"\_",
+    "↓": r"$\downarrow$",
+    "↑": r"$\uparrow$",
+    "γ": r"$\gamma$",
+    "±": r"$\pm$",
+    "Δ": r"$\Delta$",
+    "–": "--",
+}
+
+
+def latex(header: list[str], rows: list[list[str]], lead: int) -> str:
+    def tex(cell: str) -> str:
+        for plain, command in TEX.items():
+            cell = cell.replace(plain, command)
+        return cell
+
+    body = [" & ".join(map(tex, row)) + r" \\" for row in rows]
+    spec = "l" * lead + "r" * (len(header) - lead)
     return "\n".join(
-        [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(plain) + r" \\", r"\midrule", *body,
-         r"\bottomrule", r"\end{tabular}"]
+        [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(map(tex, header)) + r" \\", r"\midrule",
+         *body, r"\bottomrule", r"\end{tabular}"]
     ) + "\n"  # fmt: skip
 
 
-TABLE_BUILDERS = {
-    "ablation": (ablation_table, ["model", "method"]),
-    "target": (target_table, ["model", "method", "target"]),
+def _ours(build: Callable[[pd.DataFrame, float, float], pd.DataFrame], lead: list[str]) -> Renderer:
+    def render(metrics: pd.DataFrame, gamma: float, k: float) -> tuple[list[str], list[list[str]], int]:
+        return (*_cells(build(metrics, gamma, k), lead), len(lead))
+
+    return render
+
+
+def _paper(name: str) -> Renderer:
+    def render(metrics: pd.DataFrame, gamma: float, k: float) -> tuple[list[str], list[list[str]], int]:
+        from softcfg.report.paper import beside_paper, paper_cells
+
+        header, rows, lead = paper_cells(beside_paper(name, metrics), name)
+        return header, rows, lead
+
+    return render
+
+
+Renderer = Callable[[pd.DataFrame, float, float], tuple[list[str], list[list[str]], int]]
+# name -> (metrics table, focus gamma, focus k) -> (header, rows, number of leading text columns)
+RENDERERS: dict[str, Renderer] = {
+    "ablation": _ours(ablation_table, ["model", "method"]),
+    "target": _ours(target_table, ["model", "method", "target"]),
+    "paper_systems": _paper("paper_systems"),
+    "paper_ablation": _paper("paper_ablation"),
+    "paper_target": _paper("paper_target"),
 }

@@ -1,5 +1,9 @@
 """Per-step diagnostics the paper plots: normalized entropies and SoftCFG weight statistics.
 
+``entropy_signal`` is the normalized entropy of the guidance signal, softmax((l_c - l_u) / T): the
+direction guidance amplifies. It is high (uninformative) where the two branches agree, which the SoftCFG
+paper shows happening for CFG as decoding proceeds (its Figs. 3 and 7).
+
 Accumulated on the device as batch sums, so leaving them on adds no host synchronisation to the loop.
 """
 
@@ -13,7 +17,9 @@ from torch import Tensor
 from softcfg.guidance.confidence import StepLogits
 from softcfg.guidance.entropy import normalized_entropy
 
-DIAGNOSTICS = ("entropy_cond", "entropy_uncond", "entropy_guided", "weight_min", "weight_mean")
+DIAGNOSTICS = (
+    "entropy_cond", "entropy_uncond", "entropy_guided", "entropy_signal", "weight_min", "weight_mean",
+)  # fmt: skip
 
 
 class StepDiagnostics:
@@ -26,13 +32,15 @@ class StepDiagnostics:
 
     def __call__(self, step: int, logits: StepLogits, weights: Tensor | None) -> None:
         t = max(logits.temperature, 1e-5)
-        branches = [logits.cond] + ([logits.uncond] if logits.uncond is not None else []) + [logits.guided]
-        entropies = normalized_entropy(torch.stack(branches) / t).sum(-1)  # [branches]
-        columns = [0, 1, 2] if logits.uncond is not None else [0, 2]
-        values = [entropies]
+        if logits.uncond is not None:
+            branches = [logits.cond, logits.uncond, logits.guided, logits.cond - logits.uncond]
+            columns = [0, 1, 2, 3]
+        else:
+            branches, columns = [logits.cond, logits.guided], [0, 2]
+        values = [normalized_entropy(torch.stack(branches) / t).sum(-1)]  # [branches]
         if weights is not None:
             values.append(torch.stack([weights.amin(dim=-1).sum(), weights.mean(dim=-1).sum()]))
-            columns += [3, 4]
+            columns += [4, 5]
         self.sums[step, columns] += torch.cat(values).double()
         for col in columns:
             self.present[step][col] = True

@@ -1,0 +1,408 @@
+"""LlamaGen c2i and its VQ-16 decoder on random weights in the official layouts, against the upstream facts
+and a second, plain implementation of the forward pass written here."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from softcfg.conditioning import ClassLabels
+from softcfg.config import parse_model
+from softcfg.methods import parse_method
+from softcfg.models.base import resize_images, signed_images_to_uint8
+from softcfg.models.llamagen import (
+    SIZES,
+    LlamaGen,
+    LlamaGenConfig,
+    LlamaGenGenerator,
+    llamagen_rope_table,
+    load_llamagen,
+)
+from softcfg.models.llamagen_vq import VQ16Decoder, load_vq16_decoder
+from softcfg.models.loading import load_model
+from softcfg.models.registry import get_family
+from softcfg.options import ConfigError
+from softcfg.sampling.next_token import generate
+from softcfg.sampling.replay import replay
+
+# tiny models with B's and XL's head counts (12 and 20), head dim 8
+TINY = {"B": LlamaGenConfig(dim=96, depth=2, heads=12), "XL": LlamaGenConfig(dim=160, depth=3, heads=20)}
+
+
+def official_keys(c: LlamaGenConfig, ffn: int) -> dict[str, tuple[int, ...]]:
+    """The key layout of c2i_*.pt, written out from the upstream notes."""
+    d = c.dim
+    keys = {
+        "cls_embedding.embedding_table.weight": (1001, d),
+        "tok_embeddings.weight": (16384, d),
+        "norm.weight": (d,),
+        "output.weight": (16384, d),
+    }
+    for i in range(c.depth):
+        b = f"layers.{i}."
+        keys |= {
+            b + "attention.wqkv.weight": (3 * d, d), b + "attention.wo.weight": (d, d),
+            b + "feed_forward.w1.weight": (ffn, d), b + "feed_forward.w3.weight": (ffn, d),
+            b + "feed_forward.w2.weight": (d, ffn),
+            b + "attention_norm.weight": (d,), b + "ffn_norm.weight": (d,),
+        }  # fmt: skip
+    return keys
+
+
+@pytest.mark.parametrize(
+    ("size", "ffn"), [("B", 2048), ("L", 2816), ("XL", 3584), ("XXL", 4096), ("3B", 8704)]
+)
+def test_official_sizes_have_the_official_layout(size, ffn):
+    with torch.device("meta"):
+        gen = LlamaGenGenerator(SIZES[size])
+    assert {k: tuple(v.shape) for k, v in gen.state_dict().items()} == official_keys(SIZES[size], ffn)
+
+
+def random_llamagen(size: str = "B", image_size: int = 256, seed: int = 0, tokenizer=None, eval_size=None):
+    """Random weights everywhere (upstream zero-initialises ``output``), a sharpened head for peaked
+    distributions, so SoftCFG's weights move away from 1."""
+    torch.manual_seed(seed)
+    config = LlamaGenConfig(TINY[size].dim, TINY[size].depth, TINY[size].heads, image_size)
+    model = LlamaGen(config, tokenizer, eval_size).eval()
+    with torch.no_grad():
+        model.generator.output.weight.normal_(0, 0.5)
+    return model
+
+
+def _tokens(num_tokens: int, batch: int = 2, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    labels = ClassLabels(torch.tensor([7, 999, 0])[:batch])
+    return torch.randint(0, 16384, (batch, num_tokens), generator=g), labels
+
+
+def reference_logits(state: dict, heads: int, labels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """LlamaGen's forward written out plainly from the notes: [class, tokens], RMSNorm, q | k | v rows,
+    2D RoPE as complex rotations (q, k of the class token zeroed), causal softmax attention, SwiGLU."""
+    x = torch.cat([state["cls_embedding.embedding_table.weight"][labels][:, None],
+                   state["tok_embeddings.weight"][tokens[:, :-1]]], dim=1)  # fmt: skip
+    n, length, d = x.shape
+    hd = d // heads
+    side = math.isqrt(length)
+    f = 10000.0 ** (-torch.arange(hd // 4, dtype=torch.float64) * 2 / (hd // 2))
+    angles = torch.zeros(length, hd // 2, dtype=torch.float64)
+    for p in range(1, length):
+        r, c = divmod(p - 1, side)
+        angles[p] = torch.cat([r * f, c * f])
+    rotation = torch.polar(torch.ones_like(angles), angles)
+    rotation[0] = 0  # the class slot
+
+    def rms(v, w):
+        return v / torch.sqrt(v.pow(2).mean(-1, keepdim=True) + 1e-5) * w
+
+    def rotate(v):  # [N, L, H, hd]
+        z = torch.view_as_complex(v.double().reshape(n, length, heads, hd // 2, 2).contiguous())
+        return torch.view_as_real(z * rotation[None, :, None]).reshape(n, length, heads, hd).float()
+
+    depth = len({k.split(".")[1] for k in state if k.startswith("layers.")})
+    mask = torch.ones(length, length, dtype=torch.bool).tril()
+    for i in range(depth):
+        p = f"layers.{i}."
+        h = rms(x, state[p + "attention_norm.weight"])
+        qkv = h @ state[p + "attention.wqkv.weight"].T
+        q, k, v = (qkv[..., j * d : (j + 1) * d].reshape(n, length, heads, hd) for j in range(3))
+        q, k = rotate(q), rotate(k)
+        scores = torch.einsum("nqhd,nkhd->nhqk", q, k) / math.sqrt(hd)
+        attn = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+        out = torch.einsum("nhqk,nkhd->nqhd", attn, v).reshape(n, length, d)
+        x = x + out @ state[p + "attention.wo.weight"].T
+        h = rms(x, state[p + "ffn_norm.weight"])
+        gate = F.silu(h @ state[p + "feed_forward.w1.weight"].T) * (h @ state[p + "feed_forward.w3.weight"].T)
+        x = x + gate @ state[p + "feed_forward.w2.weight"].T
+    return rms(x, state["norm.weight"]) @ state["output.weight"].T
+
+
+@pytest.mark.parametrize("size", ["B", "XL"])
+def test_forward_matches_a_plain_implementation(size):
+    model = random_llamagen(size)
+    tokens, labels = _tokens(256)
+    with torch.no_grad():
+        ours = model(labels, tokens)
+    expected = reference_logits(
+        model.generator.state_dict(), model.generator.config.heads, labels.labels, tokens
+    )
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("size", "image_size"), [("B", 256), ("XL", 256), ("B", 384)])
+def test_cached_decode_equals_full_forward(size, image_size):
+    model = random_llamagen(size, image_size)
+    assert model.num_tokens == (image_size // 16) ** 2 and model.num_slots == model.num_tokens
+    tokens, labels = _tokens(model.num_tokens)
+    out = replay(model, parse_method({"name": "cfg", "gamma": 2.0}), labels, tokens)
+    with torch.no_grad():
+        cond, uncond = model(labels, tokens), model(model.unconditional(labels), tokens)
+    np.testing.assert_allclose(out["cond"], cond.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out["uncond"], uncond.numpy(), rtol=1e-4, atol=1e-4)
+    assert model.unconditional(labels).labels.tolist() == [1000, 1000]  # the table's last row
+
+
+@pytest.mark.parametrize("head_dim", [8, 64, 100])  # 100: LlamaGen-3B
+def test_rope_table_matches_the_upstream_formula(head_dim):
+    grid = 24
+    table = llamagen_rope_table(head_dim, grid)
+    assert table.shape == (1 + grid * grid, head_dim // 2, 2) and table[0].abs().sum() == 0
+    half = head_dim // 2
+    for r, c in [(0, 0), (3, 17), (23, 23)]:
+        row = table[1 + grid * r + c]
+        for j in range(half // 2):
+            f = 10000 ** (-2 * j / half)
+            assert row[j].tolist() == pytest.approx([math.cos(r * f), math.sin(r * f)], abs=1e-5)
+            assert row[half // 2 + j].tolist() == pytest.approx([math.cos(c * f), math.sin(c * f)], abs=1e-5)
+
+
+def test_strict_loading_of_ddp_and_fsdp_files(tmp_path):
+    model = random_llamagen("XL")
+    config, state = model.generator.config, model.generator.state_dict()
+    ddp = {"model": state, "optimizer": {"state": {}, "param_groups": []}, "steps": 10,
+           "args": argparse.Namespace(gpt_model="GPT-XL", image_size=256)}  # fmt: skip
+    torch.save(ddp, tmp_path / "ddp.pt")
+    torch.save(state, tmp_path / "fsdp.pt")
+    for name in ("ddp.pt", "fsdp.pt"):
+        loaded = load_llamagen(tmp_path / name, config)
+        assert all(torch.equal(v, state[k]) for k, v in loaded.generator.state_dict().items())
+
+    freqs = {**state, "freqs_cis": torch.zeros(257, 4, 2)}  # older files: the grid the model was trained on
+    torch.save({"model": freqs}, tmp_path / "freqs.pt")
+    load_llamagen(tmp_path / "freqs.pt", config)
+    with pytest.raises(ValueError, match=r"freqs\.pt: freqs_cis has 257 rows, a 384 px model needs 577"):
+        load_llamagen(tmp_path / "freqs.pt", LlamaGenConfig(config.dim, config.depth, config.heads, 384))
+
+    bad = {**state, "layers.1.attention.wqkv.bias": torch.zeros(3 * config.dim)}
+    del bad["layers.0.ffn_norm.weight"]
+    torch.save({"model": bad}, tmp_path / "bad.pt")
+    with pytest.raises(
+        ValueError, match=r"bad\.pt does not match.*missing keys \['layers\.0\.ffn_norm\.weight'\]"
+    ):
+        load_llamagen(tmp_path / "bad.pt", config)
+    with pytest.raises(ValueError, match=r"unexpected keys \['layers\.1\.attention\.wqkv\.bias'\]"):
+        load_llamagen(tmp_path / "bad.pt", config)
+    with pytest.raises(
+        ValueError,
+        match=r"shape mismatch.*embedding_table\.weight: checkpoint \(1001, 160\) vs model \(1001, 96\)",
+    ):
+        load_llamagen(tmp_path / "ddp.pt", TINY["B"])
+    torch.save({"ema": state}, tmp_path / "ema_only.pt")
+    with pytest.raises(ValueError, match=r"ema_only\.pt holds no state dict with 'tok_embeddings\.weight'"):
+        load_llamagen(tmp_path / "ema_only.pt", config)
+    torch.save(state, tmp_path / "c2i_XL_384.pt")
+    with pytest.raises(ValueError, match="named for 384 px, the model entry's image_size is 256"):
+        load_llamagen(tmp_path / "c2i_XL_384.pt", config)
+
+
+@pytest.mark.parametrize("size", ["B", "XL"])
+def test_softcfg_at_strength_zero_is_cfg(size):
+    model = random_llamagen(size)
+    labels = ClassLabels(torch.tensor([3, 500]))
+    cfg = parse_method({"name": "cfg", "preset": "llamagen-L-384"})
+    soft = parse_method({"name": "softcfg", "preset": "llamagen-L-384", "strength": 0.0})
+    a = generate(model, labels, cfg, torch.Generator().manual_seed(1))
+    b = generate(model, labels, soft, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    np.testing.assert_array_equal(
+        replay(model, soft, labels, a)["guided"], replay(model, cfg, labels, a)["guided"]
+    )
+
+
+@pytest.mark.parametrize("target", ["v", "kv"])
+def test_softcfg_equals_the_authors_in_place_cache_scaling(target):
+    from test_sampler import _authors_in_place_replay
+
+    model = random_llamagen("B")
+    tokens, labels = _tokens(256, seed=1)
+    method = parse_method({"name": "softcfg", "gamma": 2.0, "target": target})
+    ours = replay(model, method, labels, tokens)
+    with torch.inference_mode():
+        _, guided = _authors_in_place_replay(model, labels, tokens, method)
+    np.testing.assert_allclose(ours["guided"], guided.numpy(), rtol=1e-4, atol=1e-4)
+    assert ours["weights"][:, 3, 1:3].max() < 0.9  # the perturbation does something
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        {"name": "none", "top_k": 2000},
+        {"name": "cfg", "gamma": 4.0, "schedule": "constant", "top_k": 2000},  # sample_c2i.py's demo
+        {"name": "cfg", "preset": "llamagen-XL-384", "interval": [0.0, 0.5]},
+        {"name": "softcfg", "preset": "llamagen-B-256", "step_norm": False, "top_p": 0.9},
+        {"name": "softcfg", "preset": "llamagen-3B-384", "target": "k", "confidence": "cond_sampled"},
+    ],
+)
+def test_every_guidance_method_runs(method):
+    tokens = generate(random_llamagen(), ClassLabels(torch.tensor([1, 2])), parse_method(method),
+                      torch.Generator().manual_seed(0))  # fmt: skip
+    assert tokens.shape == (2, 256) and tokens.min() >= 0 and tokens.max() < 16384
+
+
+def test_presets_are_upstreams_defaults_and_constant():
+    expected = {"B-384": 2.0, "L-384": 2.0, "XL-384": 1.75, "XXL-384": 1.75, "3B-384": 1.65,
+                "B-256": 1.5, "L-256": 1.5}  # fmt: skip
+    assert {k: v["gamma"] for k, v in get_family("llamagen").presets.items()} == expected
+    m = parse_method({"name": "softcfg", "preset": "llamagen-XXL-384"})
+    assert (m.temperature, m.top_k, m.top_p, m.interval) == (1.0, 0, 1.0, None)
+    assert set(m.scales(576)) == {1.75}
+
+
+def vq16_keys(ch: int = 128, z: int = 256) -> dict[str, tuple[int, ...]]:
+    """The decoder side of vq_ds16_c2i.pt, written out from the upstream notes."""
+    keys = {"quantize.embedding.weight": (16384, 8), "post_quant_conv.weight": (z, 8, 1, 1),
+            "post_quant_conv.bias": (z,), "decoder.conv_in.weight": (4 * ch, z, 3, 3),
+            "decoder.conv_in.bias": (4 * ch,), "decoder.norm_out.weight": (ch,),
+            "decoder.norm_out.bias": (ch,), "decoder.conv_out.weight": (3, ch, 3, 3),
+            "decoder.conv_out.bias": (3,)}  # fmt: skip
+
+    def res(prefix, c_in, c_out):
+        keys.update({f"{prefix}.norm1.weight": (c_in,), f"{prefix}.norm1.bias": (c_in,),
+                     f"{prefix}.conv1.weight": (c_out, c_in, 3, 3), f"{prefix}.conv1.bias": (c_out,),
+                     f"{prefix}.norm2.weight": (c_out,), f"{prefix}.norm2.bias": (c_out,),
+                     f"{prefix}.conv2.weight": (c_out, c_out, 3, 3),
+                     f"{prefix}.conv2.bias": (c_out,)})  # fmt: skip
+        if c_in != c_out:
+            keys.update(
+                {
+                    f"{prefix}.nin_shortcut.weight": (c_out, c_in, 1, 1),
+                    f"{prefix}.nin_shortcut.bias": (c_out,),
+                }
+            )
+
+    def attn(prefix, c):
+        keys.update({f"{prefix}.norm.weight": (c,), f"{prefix}.norm.bias": (c,)})
+        for conv in ("q", "k", "v", "proj_out"):
+            keys.update({f"{prefix}.{conv}.weight": (c, c, 1, 1), f"{prefix}.{conv}.bias": (c,)})
+
+    res("decoder.mid.0", 4 * ch, 4 * ch)
+    attn("decoder.mid.1", 4 * ch)
+    res("decoder.mid.2", 4 * ch, 4 * ch)
+    width = 4 * ch
+    for i, mult in enumerate([4, 2, 2, 1, 1]):  # channel multipliers reversed: lowest resolution first
+        for j in range(3):
+            res(f"decoder.conv_blocks.{i}.res.{j}", width, mult * ch)
+            width = mult * ch
+            if i == 0:
+                attn(f"decoder.conv_blocks.{i}.attn.{j}", width)
+        if i < 4:
+            keys.update({f"decoder.conv_blocks.{i}.upsample.conv.weight": (width, width, 3, 3),
+                         f"decoder.conv_blocks.{i}.upsample.conv.bias": (width,)})  # fmt: skip
+    return keys
+
+
+def test_vq16_decoder_has_the_official_layout():
+    with torch.device("meta"):
+        decoder = VQ16Decoder()
+    assert {k: tuple(v.shape) for k, v in decoder.state_dict().items()} == vq16_keys()
+
+
+def tiny_vq16(seed: int = 0) -> VQ16Decoder:
+    torch.manual_seed(seed)
+    return VQ16Decoder(channels=32, z_channels=32).eval()
+
+
+def test_vq16_decoder_loads_a_full_tokenizer_file_and_decodes_uint8(tmp_path):
+    decoder = tiny_vq16()
+    assert {k: tuple(v.shape) for k, v in decoder.state_dict().items()} == vq16_keys(32, 32)
+    encoder_side = {"encoder.conv_in.weight": torch.zeros(32, 3, 3, 3),
+                    "quant_conv.weight": torch.zeros(8, 32, 1, 1),
+                    "quantize.codebook_used": torch.zeros(65536)}  # fmt: skip
+    full = {**decoder.state_dict(), **encoder_side}
+    torch.save({"model": full, "args": argparse.Namespace(vq_model="VQ-16"), "steps": 1}, tmp_path / "vq.pt")
+    model = random_llamagen(tokenizer=load_vq16_decoder(tmp_path / "vq.pt"))
+    tokens = _tokens(256)[0]
+    images = model.decode_images(tokens)
+    assert images.dtype == torch.uint8 and images.shape == (2, 256, 256, 3)
+    with torch.no_grad():  # the codebook is L2-normalised at lookup: row norms do not matter
+        floats = model.tokenizer(tokens)
+        model.tokenizer.quantize.embedding.weight.mul_(torch.rand(16384, 1) + 0.5)
+        torch.testing.assert_close(model.tokenizer(tokens), floats, rtol=0, atol=1e-4)
+    del full["decoder.mid.1.proj_out.bias"]
+    torch.save({"model": full}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match=r"bad\.pt does not match.*decoder\.mid\.1\.proj_out\.bias"):
+        load_vq16_decoder(tmp_path / "bad.pt")
+
+
+def test_384_px_decoding_and_the_resize_to_256():
+    model = random_llamagen(image_size=384, tokenizer=tiny_vq16())
+    tokens = _tokens(576, batch=1)[0]
+    full = model.decode_images(tokens)
+    model.eval_size = 256
+    resized = model.decode_images(tokens)
+    assert (
+        full.shape == (1, 384, 384, 3) and resized.shape == (1, 256, 256, 3) and resized.dtype == torch.uint8
+    )
+    with torch.no_grad():
+        floats = model.tokenizer(tokens)
+    expected = signed_images_to_uint8(resize_images(floats, 256))
+    assert torch.equal(resized, expected)
+
+
+def test_uint8_conversion_is_the_sampling_scripts():
+    x = torch.tensor([-1.5, -1.0, -0.004, 0.0, 0.5, 0.99, 1.0, 2.0]).view(1, 1, 1, 8).expand(1, 3, 1, 8)
+    # clamp(127.5 x + 128, 0, 255), truncated: 0.5 -> 0, 127.49 -> 127, 191.75 -> 191, 254.2 -> 254
+    assert signed_images_to_uint8(x)[0, 0, :, 0].tolist() == [0, 0, 127, 128, 191, 254, 255, 255]
+
+
+def _bicubic_reference(image: np.ndarray, size: int) -> np.ndarray:
+    """Separable bicubic (a = -0.75), half-pixel centres, edge pixels repeated, no antialiasing."""
+
+    def weights(t):
+        t = abs(t)
+        a = -0.75
+        if t <= 1:
+            return (a + 2) * t**3 - (a + 3) * t**2 + 1
+        return a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a if t < 2 else 0.0
+
+    def along(arr, axis):
+        n = arr.shape[axis]
+        out = []
+        for i in range(size):
+            x = (i + 0.5) * n / size - 0.5
+            x0 = math.floor(x)
+            taps = [(min(max(x0 + m, 0), n - 1), weights(x - (x0 + m))) for m in (-1, 0, 1, 2)]
+            out.append(sum(w * np.take(arr, j, axis=axis) for j, w in taps))
+        return np.stack(out, axis=axis)
+
+    return along(along(image, 1), 2)
+
+
+def test_resize_is_bicubic_without_antialiasing():
+    image = torch.randn(1, 3, 24, 24)
+    expected = _bicubic_reference(image[0].double().numpy(), 16)
+    np.testing.assert_allclose(resize_images(image, 16)[0].numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_model_entry_image_sizes():
+    base = {"family": "llamagen", "checkpoint": "c.pt", "size": "L"}
+    assert parse_model({**base, "image_size": 384, "eval_size": 256}, check_files=False).eval_size == 256
+    with pytest.raises(ConfigError, match=r"image_size: family 'llamagen' needs one of \[256, 384\]"):
+        parse_model(base, check_files=False)
+    with pytest.raises(ConfigError, match=r"image_size: expected one of \[256, 384\].*got 512"):
+        parse_model({**base, "image_size": 512}, check_files=False)
+    with pytest.raises(ConfigError, match="eval_size: 384 is larger than image_size 256"):
+        parse_model({**base, "image_size": 256, "eval_size": 384}, check_files=False)
+    with pytest.raises(ConfigError, match="eval_size: family 'rar' generates one image size only"):
+        parse_model({"family": "rar", "checkpoint": "c", "size": "B", "eval_size": 256}, check_files=False)
+
+
+def test_bf16_entry_keeps_the_decoder_in_float32(tmp_path):
+    model = random_llamagen("B", tokenizer=tiny_vq16())
+    torch.save({"model": model.generator.state_dict()}, tmp_path / "g.pt")
+    torch.save({"model": model.tokenizer.state_dict()}, tmp_path / "vq.pt")
+    c = TINY["B"]
+    entry = {"family": "llamagen", "checkpoint": str(tmp_path / "g.pt"), "tokenizer": str(tmp_path / "vq.pt"),
+             "dim": c.dim, "depth": c.depth, "heads": c.heads, "image_size": 256}  # fmt: skip
+    bf16 = load_model(parse_model({**entry, "dtype": "bf16", "uncond_fp32": True}))
+    fp32 = load_model(parse_model(entry))
+    assert bf16.model.generator.output.weight.dtype == torch.bfloat16
+    assert bf16.model.tokenizer.decoder.conv_in.weight.dtype == torch.float32
+    tokens = _tokens(256)[0]
+    assert torch.equal(bf16.decode_images(tokens), fp32.decode_images(tokens))
+    method = parse_method({"name": "softcfg", "preset": "llamagen-B-256"})
+    assert generate(bf16, ClassLabels(torch.tensor([0, 1])), method).shape == (2, 256)
