@@ -56,14 +56,21 @@ def _fid_lines(metrics: pd.DataFrame, x: str, style: str, xlabel: str, cosine: b
         guided = guided[guided["schedule"].eq("cosine")]
     guided = guided.assign(**{style: lambda f: f[style].map(f"{style}={{:g}}".format)})
     models = sorted(fid["model"].unique())
+    methods = sorted(guided["method"].unique())
+    palette = dict(zip(methods, sns.color_palette(n_colors=len(methods)), strict=True))
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
         data = guided[guided["model"] == model]
-        sns.lineplot(data=data, x=x, y="value", hue="method", style=style, markers=True, ax=ax, errorbar=None)
-        if {"ci_low", "ci_high"} <= set(data.columns):
-            for _, line in data.dropna(subset=["ci_low", "ci_high"]).groupby(["method", style]):
+        sns.lineplot(
+            data=data, x=x, y="value", hue="method", style=style, markers=True, ax=ax, errorbar=None,
+            palette=palette,
+        )  # fmt: skip
+        if {"ci_low", "ci_high"} <= set(data.columns):  # a band per line, in the line's colour
+            for (method, _), line in data.dropna(subset=["ci_low", "ci_high"]).groupby(["method", style]):
                 line = line.groupby(x)[["ci_low", "ci_high"]].mean().reset_index()
-                ax.fill_between(line[x], line["ci_low"], line["ci_high"], alpha=0.15, linewidth=0)
+                ax.fill_between(
+                    line[x], line["ci_low"], line["ci_high"], color=palette[method], alpha=0.12, linewidth=0
+                )
         for _, row in fid[(fid["model"] == model) & ~fid["guided"].astype(bool)].iterrows():
             ax.axhline(row["value"], color="gray", linestyle=":", label=row["method"])
         ax.set(title=model, xlabel=xlabel, ylabel=f"FID ({fid['extractor'].iloc[0].split('@')[0]} features)")
