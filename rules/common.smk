@@ -29,7 +29,7 @@ wildcard_constraints:
     last=r"\d\d\d\d+",
 
 
-def shard_groups(run):
+def group_records(run):
     """The records of a run's sample jobs, one per group of shards."""
     return [layout.shard_group(RESULTS, run, first, last) for first, last in RUNS[run].groups]
 

@@ -40,7 +40,7 @@ rule reference_features:
 
 rule features:
     input:
-        shards=lambda wc: shard_groups(wc.run),
+        shards=lambda wc: group_records(wc.run),
         classifier=layout.classifier_checkpoint(RESULTS),
     output:
         layout.features(RESULTS, "{run}"),

@@ -34,7 +34,7 @@ rule figures:
         metrics=layout.metrics_table(RESULTS),
         steps=layout.steps_table(RESULTS),
         timing=layout.timing_table(RESULTS),
-        groups=[shard_groups(run)[0] for run in focus_runs().values()],  # the grids show shard 0
+        groups=[group_records(run)[0] for run in focus_runs().values()],  # the grids show shard 0
     output:
         png=[
             report(

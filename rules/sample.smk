@@ -42,7 +42,7 @@ rule sample:
 
 rule summarize_shards:
     input:
-        lambda wc: shard_groups(wc.run),
+        lambda wc: group_records(wc.run),
     output:
         layout.run_summary(RESULTS, "{run}"),
     log:

@@ -92,12 +92,14 @@ def _recorded_sha256(shard: Path) -> str | None:
 
 def write_group_record(path: str | Path, shards: list[Path]) -> None:
     """Once every shard of a job's group is written: their names and checksums, the job's one output
-    (a job writes several shards, but Snakemake declares a fixed set of files per rule)."""
+    (a job writes several shards, but Snakemake declares a fixed set of files per rule). The job has just
+    written or verified each shard, so the checksums are read from the manifests, not computed again."""
     entries = []
     for shard in shards:
-        sha = _recorded_sha256(shard)
-        if sha is None:
-            raise UserError(f"{shard}: missing or differs from its manifest; the group is not complete")
+        try:
+            sha = json.loads(manifest_path(shard).read_text())["npz_sha256"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(f"{shard}: no complete manifest; the group is not complete ({exc})") from exc
         entries.append({"file": shard.name, "npz_sha256": sha})
     atomic_write_text(path, json.dumps({"shards": entries}, indent=2) + "\n")
 

@@ -41,21 +41,24 @@ import numpy as np
 import torch
 from scipy import linalg
 
+from softcfg.config import BootstrapEntry
 from softcfg.metrics import INTERVAL_METRICS, adm
 from softcfg.metrics.suite import FeatureSet, PRSettings
 
+DEFAULTS = BootstrapEntry()
 # The (resample x D^2) float64 stack merged at once for FID: bounds memory whatever D.
 MERGE_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
 class Resampling:
-    """How intervals are drawn: number of bootstrap draws, confidence level, seed, blocks of samples."""
+    """How intervals are drawn: number of bootstrap draws, confidence level, seed, blocks of samples
+    (defaults: config.yaml's ``metrics.bootstrap``)."""
 
-    resamples: int = 200
-    level: float = 0.95
-    seed: int = 0
-    blocks: int = 50
+    resamples: int = DEFAULTS.resamples
+    level: float = DEFAULTS.level
+    seed: int = DEFAULTS.seed
+    blocks: int = DEFAULTS.blocks
 
     def plan(self, n: int) -> Plan:
         """Block bounds of n samples (at most one block per sample) and the draws' block counts, the same

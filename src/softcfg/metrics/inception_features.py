@@ -94,7 +94,7 @@ class CentredMoments:
         buffered = sum(len(r) for r in self.pending)
         if buffered < MOMENT_CHUNK:
             return
-        rows = np.concatenate(self.pending)
+        rows = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending)
         whole = buffered - buffered % MOMENT_CHUNK
         self.pending = [rows[whole:]] if whole < buffered else []
         for start in range(0, whole, MOMENT_CHUNK):

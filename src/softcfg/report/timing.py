@@ -22,7 +22,8 @@ def sampling_times(results: Path, metrics: pd.DataFrame) -> pd.DataFrame:
     runs = metrics[per_run].drop_duplicates("run_id").sort_values("run_id", ignore_index=True)
     jobs, seconds = [], []
     for run in runs["run_id"]:
-        files = sorted(layout.benchmark(results, "sample", run, "x").parent.glob("*.tsv"))
+        pattern = layout.benchmark(results, "sample", run, layout.group_name("*", "*"))
+        files = sorted(pattern.parent.glob(pattern.name))
         jobs.append(len(files))
         seconds.append(
             sum(float(pd.read_csv(f, sep="\t")["s"].iloc[-1]) for f in files) if files else float("nan")
