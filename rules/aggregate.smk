@@ -1,14 +1,16 @@
-# Every run's metrics and shard summary into results/metrics.parquet and results/steps.parquet, and its
-# sample jobs' benchmark files into results/timing.parquet.
+# Every scored run's metrics and shard summary into results/metrics.parquet, results/steps.parquet and
+# results/confidence.parquet (the recorded samples' per-token confidences),
+# and its sample jobs' benchmark files into results/timing.parquet (text-conditioned runs are exported).
 
 
 rule aggregate:
     input:
-        metrics=[layout.metrics(RESULTS, run) for run in RUNS],
-        summaries=[layout.run_summary(RESULTS, run) for run in RUNS],
+        metrics=[layout.metrics(RESULTS, run) for run in SCORED],
+        summaries=[layout.run_summary(RESULTS, run) for run in SCORED],
     output:
         metrics=layout.metrics_table(RESULTS),
         steps=layout.steps_table(RESULTS),
+        confidence=layout.confidence_table(RESULTS),
         timing=layout.timing_table(RESULTS),
     log:
         layout.log(RESULTS, "aggregate"),
@@ -16,10 +18,11 @@ rule aggregate:
         layout.benchmark(RESULTS, "aggregate")
     params:
         results=RESULTS,
-        runs=" ".join(sorted(RUNS)),
+        runs=" ".join(sorted(SCORED)),
     localrule: True
     conda:
         "../envs/report.yaml"
     shell:
         "softcfg aggregate --results {params.results} --metrics-out {output.metrics}"
-        " --steps-out {output.steps} --timing-out {output.timing} {params.runs} > {log} 2>&1"
+        " --steps-out {output.steps} --confidence-out {output.confidence} --timing-out {output.timing}"
+        " {params.runs} > {log} 2>&1"

@@ -3,11 +3,13 @@
 # offending key before any job is planned. Nothing here imports torch.
 import json
 import math
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
 from softcfg import layout
 from softcfg.config import ConfigError
+from softcfg.data.prompts import prompt_format
 from softcfg.sweep import alternatives_pattern, load_sweep
 
 try:
@@ -17,6 +19,7 @@ except ConfigError as exc:
 
 RESULTS = SWEEP.results
 RUNS = SWEEP.runs
+SCORED = [run for run in RUNS if RUNS[run].scored]  # text-conditioned runs are sampled and exported
 BENCHMARKS = RESULTS / "benchmarks"
 FOCUS_GAMMA, FOCUS_K = SWEEP.focus
 METRICS_CONFIG = SWEEP.config.metrics
@@ -27,6 +30,7 @@ wildcard_constraints:
     model=alternatives_pattern(SWEEP.trained_models),
     first=r"\d\d\d\d+",
     last=r"\d\d\d\d+",
+    layout="geneval|dpg",
 
 
 def group_records(run):
@@ -35,9 +39,28 @@ def group_records(run):
 
 
 def run_files(run):
-    """The files a run's RUN.yaml depends on: the checkpoint and the tokenizer, when given."""
+    """The files a run's RUN.yaml depends on: checkpoint, tokenizer and prompt set, when given."""
     model = RUNS[run].config.model
-    return [path for path in (model.checkpoint, model.tokenizer) if path is not None]
+    return [path for path in (model.checkpoint, model.tokenizer, model.prompts) if path is not None]
+
+
+def export_folder(run, layout_name):
+    """A text-conditioned run's images in a scorer's folder layout (``softcfg export``)."""
+    return RESULTS / "exports" / layout_name / run
+
+
+def export_targets():
+    """GenEval's layout for runs of GenEval prompt sets, DPG-Bench's (a 2 x 2 grid per prompt) for runs
+    with at least four images per prompt."""
+    targets = []
+    for run in RUNS.values():
+        if run.exported:
+            model = run.config.model
+            if prompt_format(Path(model.prompts)) == "geneval":
+                targets.append(export_folder(run.id, "geneval"))
+            if model.per_prompt >= 4:
+                targets.append(export_folder(run.id, "dpg"))
+    return targets
 
 
 def stage_resources(stage, per_group=False):
@@ -76,7 +99,7 @@ def metric_inputs(run):
 def focus_runs():
     """One run per (model, method) at the focus setting (or without guidance), for sample grids."""
     chosen = {}
-    for run in RUNS.values():
+    for run in (RUNS[r] for r in SCORED):
         method, axes = run.config.method, run.config.method.axes()
         at_focus = not method.uses_uncond or (axes.get("gamma"), axes.get("k")) == (FOCUS_GAMMA, FOCUS_K)
         if at_focus and getattr(method, "target", "v") == "v":
@@ -85,7 +108,10 @@ def focus_runs():
 
 
 def all_targets():
-    targets = [layout.metrics_table(RESULTS), layout.steps_table(RESULTS)]
+    targets = export_targets()
+    if not SCORED:
+        return targets
+    targets += [layout.metrics_table(RESULTS), layout.steps_table(RESULTS)]
     targets += [layout.table(RESULTS, t, ext) for t in SWEEP.config.tables for ext in ("md", "tex")]
     targets += [layout.figure(RESULTS, f, ext) for f in SWEEP.config.figures for ext in ("png", "pdf")]
     return targets

@@ -1,4 +1,5 @@
-# Tables and figures from the Parquet tables only (sample grids read one shard per method).
+# Tables and figures from the Parquet tables only (sample grids and the images beside the confidence
+# heatmaps read one shard per method).
 
 
 rule tables:
@@ -33,6 +34,7 @@ rule figures:
     input:
         metrics=layout.metrics_table(RESULTS),
         steps=layout.steps_table(RESULTS),
+        confidence=layout.confidence_table(RESULTS),
         timing=layout.timing_table(RESULTS),
         groups=[group_records(run)[0] for run in focus_runs().values()],  # the grids show shard 0
     output:
@@ -61,6 +63,7 @@ rule figures:
         "../envs/report.yaml"
     shell:
         "softcfg figures --metrics {input.metrics} --steps {input.steps} --timing {input.timing}"
+        " --confidence {input.confidence}"
         " --gamma {params.gamma}"
         " --k {params.k} --out-dir {params.out_dir} --sample-shards {params.grid} -- {params.names}"
         " > {log} 2>&1"

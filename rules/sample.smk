@@ -2,7 +2,8 @@
 # one job per group of a run's shards (sampling.shards_per_job): it writes each shard (npz + manifest)
 # atomically, keeps the shards an earlier attempt finished, and ends with the group's record, its one
 # declared output (a rule declares a fixed set of files). The sample rule has no input function: it is
-# the DAG's most numerous job.
+# the DAG's most numerous job. A text-conditioned run's shards are exported in the GenEval and DPG-Bench
+# folder layouts, which their scorers read.
 
 
 rule run_config:
@@ -52,3 +53,17 @@ rule summarize_shards:
         "../envs/report.yaml"
     shell:
         "softcfg summarize --out {output} {input} > {log} 2>&1"
+
+
+rule export_images:
+    input:
+        lambda wc: group_records(wc.run),
+    output:
+        directory(export_folder("{run}", "{layout}")),
+    log:
+        layout.log(RESULTS, "export", "{run}", "{layout}"),
+    localrule: True
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "softcfg export --layout {wildcards.layout} --out {output} {input} > {log} 2>&1"

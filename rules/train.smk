@@ -10,13 +10,15 @@ rule train_generator:
         layout.benchmark(RESULTS, "train", "{model}")
     params:
         seed=lambda wc: SWEEP.trained_models[wc.model],
+        family=lambda wc: SWEEP.config.models[wc.model].family,
     threads: stage_threads("train")
     resources:
         **stage_resources("train"),
     conda:
         "../envs/train.yaml"
     shell:
-        "softcfg train --generator {output} --seed {params.seed} --threads {threads} > {log} 2>&1"
+        "softcfg train --generator {output} --family {params.family} --seed {params.seed} "
+        "--threads {threads} > {log} 2>&1"
 
 
 rule train_classifier:

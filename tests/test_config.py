@@ -126,6 +126,8 @@ def test_family_records_match_the_adapters():
         {f"alitok-{s}" for s in alitok.SIZES}
         | {f"rar-{s}" for s in rar.SIZES}
         | {f"llamagen-{r}" for r in released}
+        | {f"var-{s}" for s in ("d16", "d20", "d24", "d30")}
+        | {"janus-1B", "janus-7B"}
     )
 
 

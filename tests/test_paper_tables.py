@@ -101,3 +101,44 @@ def test_the_embedded_model_matches_nothing_and_every_published_row_is_shown():
     first = published("softcfg_table1_imagenet256").iloc[0]
     assert rows[0][:3] == [first["generator"], f"{first['fid']:.2f}", "–"]
     assert header[:4] == ["generator", "FID paper", "FID ours", "FID Δ"]
+
+
+VAR_D16 = {"family": "var", "size": "d16", "checkpoint": "v.pt", "tokenizer": "vae.pt"}
+VAR_CFG = {"name": "cfg", "gamma": 2.5, "schedule": "ramp", "top_k": 900, "top_p": 0.96}
+
+
+def test_the_ssg_table_matches_var_at_its_preset_with_the_dse_prior():
+    metrics = metrics_table(
+        ("cfg", VAR_D16, VAR_CFG, 3.5),
+        ("cfg_no_topk", VAR_D16, {**VAR_CFG, "top_k": 0}, 3.1),  # not VAR's FID setting
+        ("ssg_dse", VAR_D16, {**VAR_CFG, "ssg": {"beta": 0.5}}, 3.3),
+        ("ssg_dse_b1", VAR_D16, {**VAR_CFG, "ssg": {"beta": 1.0}}, 3.2),
+        ("ssg_near", VAR_D16, {**VAR_CFG, "ssg": {"beta": 1.0, "prior": "nearest"}}, 2.0),
+    )
+    ssg = beside_paper("paper_ssg", metrics)
+    assert len(ssg) == len(published("ssg_imagenet256"))
+    assert row(ssg, model="VAR-d16", method="baseline")["ours"] == "var/cfg"
+    best = row(ssg, model="VAR-d16", method="ssg")  # DSE only, best beta: nearest's 2.0 is not SSG's row
+    assert best["ours"] == "var/ssg_dse_b1" and best["fid_diff"] == pytest.approx(3.2 - 3.27)
+    assert row(ssg, model="VAR-d20", method="ssg")["ours"] == ""
+
+    header, rows, lead = RENDERERS["ssg_prior"](metrics, 3.0, 1.0)
+    assert header[:4] == ["model", "method", "prior", "β"]
+    labels = [(r[1], r[2], r[3]) for r in rows]
+    assert labels == [
+        ("cfg", "none", "–"), ("cfg_no_topk", "none", "–"), ("ssg_near", "nearest", "1"),
+        ("ssg_dse", "dse", "0.5"), ("ssg_dse_b1", "dse", "1"),
+    ]  # fmt: skip
+    header, rows, lead = RENDERERS["ssg"](metrics, 3.0, 1.0)
+    assert [(r[1], r[2], r[3]) for r in rows] == [
+        ("cfg", "none", "–"), ("cfg_no_topk", "none", "–"), ("ssg_dse_b1 +opt", "dse", "1"),
+    ]  # fmt: skip
+    assert "\\beta" in latex(header, rows, lead)
+
+
+def test_ssg_tables_are_empty_without_a_next_scale_model():
+    metrics = metrics_table(("cfg", ALITOK_XL, {"name": "cfg", "gamma": 13.0, "k": 1.4}, 1.34))
+    for name in ("ssg", "ssg_prior"):
+        header, rows, _ = RENDERERS[name](metrics, 13.0, 1.4)
+        assert rows == [] and header[:4] == ["model", "method", "prior", "β"]
+    assert (beside_paper("paper_ssg", metrics)["ours"] == "").all()

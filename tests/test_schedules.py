@@ -7,7 +7,6 @@ from softcfg.guidance.schedules import (
     cosine_power_schedule,
     linear_schedule,
     schedule_scales,
-    var_scale_ramp,
 )
 
 
@@ -31,10 +30,12 @@ def test_linear_and_constant():
     assert constant_schedule(2.0, 17, 64) == 2.0
 
 
-def test_var_ramp_goes_from_one_to_one_plus_cfg():
-    scales = [var_scale_ramp(1.5, k, 10) for k in range(10)]
+def test_ramp_is_vars_per_scale_cfg():
+    """VAR: t_k = cfg k / (K - 1) in (1 + t_k) l_c - t_k l_u, i.e. scale 1 + t_k; gamma = 1 + cfg."""
+    cfg = 1.5
+    scales = schedule_scales("ramp", 1 + cfg, 10)
+    assert scales == pytest.approx([1 + cfg * k / 9 for k in range(10)], abs=1e-12)
     assert scales[0] == 1.0 and scales[-1] == pytest.approx(2.5)
-    assert scales[3] == pytest.approx(1 + 1.5 * 3 / 9)
 
 
 def test_interval_switches_guidance_off_outside():

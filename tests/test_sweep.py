@@ -241,3 +241,41 @@ def test_run_id_constraint_matches_exactly_the_sweeps_ids():
     near = [i[:-1] for i in ids] + [i + "0" for i in ids] + ["digits", "", "other-cfg-g3-k1-s0"]
     assert not any(pattern.fullmatch(n) for n in near if n not in ids)
     assert not re.fullmatch(alternatives_pattern([]), "")
+
+
+def test_ssg_lists_are_axes_and_models_limit_a_method():
+    config = copy.deepcopy(BASE)
+    config["models"]["scales"] = {"family": "digits_scales", "train": True}
+    config["methods"] = {
+        "cfg": {"name": "cfg", "gamma": [3.0], "k": [1.0]},
+        "ssg": {
+            "name": "cfg",
+            "gamma": [3.0],
+            "k": [1.0],
+            "models": ["scales"],
+            "ssg": {"beta": [0.5, 1.0], "prior": ["dse", "nearest"], "band_scale": "copy"},
+        },
+    }
+    config["seeds"] = [0]
+    sweep = load_sweep(config)
+    ssg_runs = sorted(r for r in sweep.runs if "-ssg-" in r)
+    assert ssg_runs == [
+        "scales-ssg-g3-k1-b0.5-pdse-s0",
+        "scales-ssg-g3-k1-b0.5-pnearest-s0",
+        "scales-ssg-g3-k1-b1-pdse-s0",
+        "scales-ssg-g3-k1-b1-pnearest-s0",
+    ]
+    assert {r for r in sweep.runs if "-cfg-" in r} == {"digits-cfg-g3-k1-s0", "scales-cfg-g3-k1-s0"}
+    method = sweep.runs["scales-ssg-g3-k1-b1-pnearest-s0"].config.method
+    assert (method.ssg.beta, method.ssg.prior, method.ssg.band_scale) == (1.0, "nearest", "copy")
+
+    del config["methods"]["ssg"]["models"]
+    with pytest.raises(ConfigError, match=r"methods.ssg.ssg: model digits \(family digits\) generates"):
+        load_sweep(copy.deepcopy(config))
+    config["methods"]["ssg"]["models"] = ["nope"]
+    with pytest.raises(ConfigError, match=r"methods\.ssg\.models: unknown model 'nope'"):
+        load_sweep(copy.deepcopy(config))
+    config["methods"]["ssg"]["models"] = ["scales"]
+    config["methods"]["ssg"]["ssg"]["beta"] = []
+    with pytest.raises(ConfigError, match=r"methods\.ssg\.ssg\.beta must be a non-empty list"):
+        load_sweep(config)

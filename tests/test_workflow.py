@@ -74,7 +74,8 @@ def finished(tmp_path_factory, checkpoint) -> Path:
 
 def test_products_are_where_the_readme_says(finished):
     results = finished / "results"
-    products = ["metrics.parquet", "steps.parquet", "tables/ablation.md", "tables/ablation.tex"]
+    products = ["metrics.parquet", "steps.parquet", "confidence.parquet", "tables/ablation.md"]
+    products += ["tables/ablation.tex"]
     products += ["tables/target.md", "timing.parquet"]
     products += [f"figures/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")]
     for name in products:
@@ -244,7 +245,7 @@ def test_a_sweep_killed_inside_grouped_jobs_resumes_and_matches_one_job_per_shar
     assert len(npz) == 10
     for path in npz:
         assert (samples / path).read_bytes() == (finished_samples / path).read_bytes(), path
-    for name in ("metrics.parquet", "steps.parquet"):
+    for name in ("metrics.parquet", "steps.parquet", "confidence.parquet"):
         assert (workdir / "results" / name).read_bytes() == (finished / "results" / name).read_bytes(), name
 
 

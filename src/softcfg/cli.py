@@ -9,6 +9,7 @@ keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from softcfg.options import ConfigError, UserError
 from softcfg.report import FIGURES, TABLES
 
 if TYPE_CHECKING:
+    from softcfg.data.digits import DigitsSplit
     from softcfg.metrics.bootstrap import Resampling
     from softcfg.metrics.inception import InceptionWeights
 
@@ -46,12 +48,35 @@ def _check_inputs(paths: list[str], flag: str) -> None:
             _fail(f"{flag}: file not found: {p}")
 
 
+def _train_generator(family: str, split: DigitsSplit, steps: int | None, seed: int) -> tuple:
+    """(model, report, steps trained, checkpoint writer) of a trainable family, with its tuned defaults."""
+    if family == "digits_scales":
+        from softcfg.models.digits_scales import DigitsScalesConfig, save_digits_scales
+        from softcfg.training.digits_scales import SCALES_TRAINING, train_digits_scales
+
+        training = SCALES_TRAINING if steps is None else dataclasses.replace(SCALES_TRAINING, steps=steps)
+        model, report = train_digits_scales(split, DigitsScalesConfig(), training, seed)
+        return model, report, training.steps, save_digits_scales
+    if family == "digits_text":  # scenes of digits drawn from the seed, the digit split its own
+        from softcfg.models.digits_text import DigitsTextConfig, save_digits_text
+        from softcfg.training.digits_text import TextTraining, train_digits_text
+
+        text_training = TextTraining() if steps is None else TextTraining(steps=steps)
+        model, report = train_digits_text(DigitsTextConfig(), text_training, seed)
+        return model, report, text_training.steps, save_digits_text
+    from softcfg.models.digits import DigitsARConfig, save_digits_ar
+    from softcfg.training.digits import ARTraining, train_digits_ar
+
+    training = ARTraining() if steps is None else ARTraining(steps=steps)
+    model, report = train_digits_ar(split, DigitsARConfig(), training, seed)
+    return model, report, training.steps, save_digits_ar
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from softcfg.data.digits import split_digits
     from softcfg.io.atomic import atomic_path, atomic_write_text
-    from softcfg.models.digits import DigitsARConfig, save_digits_ar
     from softcfg.models.digits_classifier import save_digits_classifier
-    from softcfg.training.digits import ARTraining, train_digits_ar, train_digits_classifier
+    from softcfg.training.digits import train_digits_classifier
 
     if args.steps is not None and args.steps < 1:
         _fail(f"--steps must be >= 1, got {args.steps}")
@@ -60,14 +85,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     _set_threads(args.threads)
     split = split_digits(args.seed)
     if args.generator:
-        training = ARTraining() if args.steps is None else ARTraining(steps=args.steps)
-        model, report = train_digits_ar(split, DigitsARConfig(), training, args.seed)
+        model, report, steps, save = _train_generator(args.family, split, args.steps, args.seed)
         with atomic_path(args.generator) as tmp:
-            save_digits_ar(model, tmp, {"seed": args.seed})  # timings stay out: same seed, same bytes
+            save(model, tmp, {"seed": args.seed})  # timings stay out: same seed, same bytes
         atomic_write_text(Path(args.generator).with_suffix(".json"), json.dumps(report, indent=2) + "\n")
         print(
-            f"generator: train loss {report['train_loss']:.4f}, held-out loss {report['heldout_loss']:.4f} "
-            f"(best step {report['best_step']} of {training.steps}, {report['seconds']:.0f} s)"
+            f"generator ({args.family}): train loss {report['train_loss']:.4f}, held-out loss "
+            f"{report['heldout_loss']:.4f} (best step {report['best_step']} of {steps}, "
+            f"{report['seconds']:.0f} s)"
         )
     if args.classifier:
         classifier, report = train_digits_classifier(split, args.seed)
@@ -347,13 +372,22 @@ def cmd_summarize(args: argparse.Namespace) -> None:
     atomic_write_text(args.out, json.dumps(summary, indent=1, sort_keys=True) + "\n")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from softcfg.io.export import export_images
+
+    exported = export_images(_shards(args.inputs, "export"), args.out, args.layout)
+    images = sum(len(i) for i in exported.images)
+    print(f"{len(exported.names)} prompts, {images} images: {args.layout} layout in {args.out}")
+
+
 def cmd_aggregate(args: argparse.Namespace) -> None:
     from softcfg.report.aggregate import aggregate_results, write_parquet
     from softcfg.report.timing import sampling_times
 
-    metrics, steps = aggregate_results(Path(args.results), args.runs)
+    metrics, steps, confidence = aggregate_results(Path(args.results), args.runs)
     write_parquet(metrics, args.metrics_out)
     write_parquet(steps, args.steps_out)
+    write_parquet(confidence, args.confidence_out)
     if args.timing_out:
         write_parquet(sampling_times(Path(args.results), metrics), args.timing_out)
 
@@ -375,30 +409,94 @@ def cmd_tables(args: argparse.Namespace) -> None:
 def cmd_figures(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from softcfg.io.shards import read_shard
+    from softcfg.io.shards import manifest_path, read_shard
     from softcfg.report import figures
 
-    _check_inputs([args.metrics, args.steps] + ([args.timing] if "timing" in args.names else []), "figures")
+    tables = {"timing": ("--timing", args.timing), "confidence_maps": ("--confidence", args.confidence)}
+    for name, (flag, path) in tables.items():
+        if name in args.names and path is None:
+            _fail(f"figures: {name} needs {flag}")
+    _check_inputs([args.metrics, args.steps] + [tables[n][1] for n in tables if n in args.names], "figures")
     out = Path(args.out_dir)
     metrics, steps = pd.read_parquet(args.metrics), pd.read_parquet(args.steps)
     focus = (args.gamma, args.k)
+    rows, by_run = {}, {}  # shard 0's images by label and by run id (a sweep's runs have one)
+    for spec in args.sample_shards if {"samples", "confidence_maps"} & set(args.names) else ():
+        label, _, path = spec.partition("=")
+        rows[label] = read_shard(path)[0]
+        info = json.loads(manifest_path(path).read_text())["run"].get("run")
+        if info is not None:
+            by_run[info["id"]] = rows[label]
     drawn = {
         "fid_vs_gamma": lambda: figures.fid_vs_gamma(metrics),
         "fid_vs_k": lambda: figures.fid_vs_k(metrics),
+        "fid_vs_beta": lambda: figures.fid_vs_beta(metrics),
         "fid_by_confidence": lambda: figures.fid_by_confidence(metrics, *focus),
         "entropy": lambda: figures.entropy_curves(steps, *focus),
         "entropy_stepnorm": lambda: figures.entropy_stepnorm(steps, *focus),
         "timing": lambda: figures.timing(pd.read_parquet(args.timing)),
+        "samples": lambda: figures.sample_grid(rows),
+        "confidence_maps": lambda: figures.confidence_maps(pd.read_parquet(args.confidence), *focus, by_run),
     }
     for name in args.names:
         if name in drawn:
             figures.save(drawn[name](), out / name)
-    if "samples" in args.names:
-        rows = {}
-        for spec in args.sample_shards:
-            label, _, path = spec.partition("=")
-            rows[label] = read_shard(path)[0]
-        figures.save(figures.sample_grid(rows), out / "samples")
+
+
+def _write_rows(rows: list[dict], out: str) -> None:
+    """Result rows, atomically, as a JSON list or a Parquet table (chosen by the suffix)."""
+    from softcfg.io.atomic import atomic_path, atomic_write_text
+
+    if out.endswith(".json"):
+        atomic_write_text(out, json.dumps(rows, indent=1) + "\n")
+    else:
+        import pandas as pd
+
+        with atomic_path(out) as tmp:
+            pd.DataFrame(rows).to_parquet(tmp, index=False)
+
+
+def _check_rows_out(out: str | None) -> None:
+    if out is not None and not out.endswith((".json", ".parquet")):
+        _fail(f"--out must end in .json or .parquet, got {out}")
+
+
+def cmd_geneval(args: argparse.Namespace) -> None:
+    """GenEval on a folder in the official layout: the official summary lines, rows to --out."""
+    from softcfg.metrics import geneval
+    from softcfg.metrics.t2i_backends import load_detector, parse_options
+
+    _check_rows_out(args.out)
+    if args.batch_size < 1 or (args.images_per_prompt is not None and args.images_per_prompt < 1):
+        _fail("--batch-size and --images-per-prompt must be >= 1")
+    options = parse_options(args.option)
+    prompts = geneval.load_prompts(args.prompts)
+    pairs = geneval.folder_images(args.folder, prompts, args.images_per_prompt)
+    _set_threads(args.threads)
+    detector = load_detector(args.backend, options)
+    summary = geneval.summarize(geneval.evaluate_images(pairs, prompts, detector, batch_size=args.batch_size))
+    print("\n".join(geneval.summary_lines(summary)))
+    if args.out:
+        _write_rows(geneval.result_rows(summary, detector.name), args.out)
+
+
+def cmd_dpg(args: argparse.Namespace) -> None:
+    """DPG-Bench on a folder of 2 x 2 grids named by item id: the official lines, rows to --out."""
+    from softcfg.metrics import dpg
+    from softcfg.metrics.t2i_backends import load_vqa, parse_options
+
+    _check_rows_out(args.out)
+    options = parse_options(args.option)
+    rows = dpg.read_questions(args.questions, official=not args.custom_questions)
+    items = dpg.item_questions(rows, args.mode)
+    grids = dpg.folder_grids(args.folder, sorted({q.item for q in rows}))
+    _set_threads(args.threads)
+    vqa = load_vqa(args.backend, options)
+    summary = dpg.summarize(dpg.evaluate_grids(grids, items, vqa, args.mode, args.tiles), args.mode)
+    print(f"mode: {args.mode}; {summary.images} grids scored, {len(summary.failed)} skipped")
+    print("\n".join(dpg.summary_lines(summary, Path(args.folder).name, args.folder, args.out)))
+    if args.out:
+        _write_rows(dpg.result_rows(summary, vqa.name), args.out)
 
 
 def _extraction_args(p: argparse.ArgumentParser) -> None:
@@ -420,8 +518,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="softcfg", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train the embedded digits generator and/or classifier")
+    p = sub.add_parser("train", help="train an embedded digits generator and/or the digits classifier")
     p.add_argument("--generator", help="write the generator checkpoint here (+ .json report)")
+    p.add_argument(
+        "--family",
+        choices=("digits", "digits_scales", "digits_text"),
+        default="digits",
+        help="the generator: next-token (digits), next-scale (digits_scales) or text-to-scene (digits_text)",
+    )
     p.add_argument("--classifier", help="write the classifier checkpoint here (+ .json report)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="generator optimisation steps (default: tuned)")
@@ -524,10 +628,36 @@ def build_parser() -> argparse.ArgumentParser:
     _extraction_args(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("aggregate", help="per-run metrics and manifests into metrics/steps Parquet tables")
+    p = sub.add_parser("geneval", help="GenEval scores of a folder in the official layout")
+    p.add_argument("folder", help="<00000>/metadata.jsonl and <00000>/samples/<0000>.png per prompt")
+    p.add_argument("--backend", default="hf", help="hf | mmdet | scenes | module:factory")
+    p.add_argument("--option", action="append", default=[], help="backend option KEY=VALUE (repeatable)")
+    p.add_argument("--prompts", help="a declared prompt set (JSON lines; default: the official 553)")
+    p.add_argument("--images-per-prompt", type=int, help="images each prompt must have")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--out", help="result rows (.json or .parquet)")
+    p.set_defaults(func=cmd_geneval)
+
+    p = sub.add_parser("dpg", help="DPG-Bench scores of a folder of 2 x 2 grids named by item id")
+    p.add_argument("folder")
+    p.add_argument("--questions", required=True, help="dpg_bench.csv (checked against the official blob)")
+    p.add_argument("--custom-questions", action="store_true", help="an own table: no blob/item check")
+    p.add_argument("--mode", choices=["compatible", "corrected"], default="compatible")
+    p.add_argument("--tiles", type=int, default=4, help="tiles scored per grid (upstream's --pic-num)")
+    p.add_argument("--backend", default="hf", help="hf | mplug | scenes | module:factory")
+    p.add_argument("--option", action="append", default=[], help="backend option KEY=VALUE (repeatable)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--out", help="result rows (.json or .parquet)")
+    p.set_defaults(func=cmd_dpg)
+
+    p = sub.add_parser(
+        "aggregate", help="per-run metrics and manifests into metrics/steps/confidence Parquet tables"
+    )
     p.add_argument("--results", required=True, help="the results folder holding the runs' outputs")
     p.add_argument("--metrics-out", required=True)
     p.add_argument("--steps-out", required=True)
+    p.add_argument("--confidence-out", required=True, help="per-token confidences of the recorded samples")
     p.add_argument("--timing-out", help="sampling seconds per run and image, from the benchmark files")
     p.add_argument("runs", nargs="+", help="run ids")
     p.set_defaults(func=cmd_aggregate)
@@ -536,6 +666,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("inputs", nargs="+", help="shard .npz files or sample group records")
     p.set_defaults(func=cmd_summarize)
+
+    p = sub.add_parser(
+        "export", help="a text-conditioned run's images in GenEval's or DPG-Bench's folder layout"
+    )
+    p.add_argument("--layout", required=True, choices=("geneval", "dpg"), help="the scorer that reads them")
+    p.add_argument("--out", required=True, help="the folder to create (absent or empty)")
+    p.add_argument("inputs", nargs="+", help="every shard of the run: .npz files or sample group records")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("tables", help="Markdown and LaTeX tables from metrics.parquet")
     p.add_argument("--metrics", required=True)
@@ -552,6 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=float, required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--timing", help="timing.parquet (for the timing figure)")
+    p.add_argument("--confidence", help="confidence.parquet (for the confidence_maps figure)")
     p.add_argument("--sample-shards", nargs="*", default=[], help="LABEL=shard.npz, one row each")
     p.add_argument("names", nargs="+", choices=FIGURES)
     p.set_defaults(func=cmd_figures)

@@ -66,19 +66,27 @@ class Prompts:
     """Tokenized prompts: ``ids`` int64 [B, L], left-padded, ``mask`` bool [B, L] (True on real tokens).
 
     Left padding keeps every prompt's last token at the same position, so the first image token is
-    predicted from the same slot in every row.
+    predicted from the same slot in every row. ``index`` int64 [B]: each row's prompt in its prompt set
+    (``softcfg.data.prompts``), recorded in shards so exports find the prompt's metadata; None for rows
+    not drawn from a set (the unconditional rows).
     """
 
     ids: Tensor
     mask: Tensor
     texts: tuple[str, ...]
+    index: Tensor | None = None
     kind = "text"
 
     def __len__(self) -> int:
         return self.ids.shape[0]
 
     def __getitem__(self, rows: slice) -> Prompts:
-        return Prompts(self.ids[rows], self.mask[rows], self.texts[rows])
+        index = self.index[rows] if self.index is not None else None
+        return Prompts(self.ids[rows], self.mask[rows], self.texts[rows], index)
+
+    def with_index(self, index: Tensor) -> Prompts:
+        """These prompts as rows ``index`` of a prompt set."""
+        return Prompts(self.ids, self.mask, self.texts, index)
 
     def cat(self, other: Conditions) -> Prompts:
         assert isinstance(other, Prompts), "prompts concatenate with prompts only"
@@ -87,20 +95,25 @@ class Prompts:
         def left_pad(t: Tensor, value: int | bool) -> Tensor:
             return F.pad(t, (width - t.shape[1], 0), value=value)
 
+        both = self.index is not None and other.index is not None
         return Prompts(
             torch.cat([left_pad(self.ids, 0), left_pad(other.ids, 0)]),
             torch.cat([left_pad(self.mask, False), left_pad(other.mask, False)]),
             self.texts + other.texts,
+            torch.cat([self.index, other.index]) if both else None,
         )
 
     def to(self, device: torch.device | str) -> Prompts:
-        return Prompts(self.ids.to(device), self.mask.to(device), self.texts)
+        index = self.index.to(device) if self.index is not None else None
+        return Prompts(self.ids.to(device), self.mask.to(device), self.texts, index)
 
     def record(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        return (
-            {"prompt_ids": self.ids.cpu().numpy(), "prompt_mask": self.mask.cpu().numpy()},
-            {"conditions": "text prompts (prompt_ids, prompt_mask)", "prompts": list(self.texts)},
-        )
+        arrays = {"prompt_ids": self.ids.cpu().numpy(), "prompt_mask": self.mask.cpu().numpy()}
+        names = "prompt_ids, prompt_mask"
+        if self.index is not None:
+            arrays["prompt_index"] = self.index.cpu().numpy()
+            names += "; prompt_index: the row of the prompt set"
+        return arrays, {"conditions": f"text prompts ({names})", "prompts": list(self.texts)}
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import NonNegativeInt, PositiveInt, field_validator, model_validator
 from pydantic_core.core_schema import ValidationInfo
@@ -21,8 +21,20 @@ from pydantic_core.core_schema import ValidationInfo
 from softcfg.methods import GuidanceMethod, parse_method
 from softcfg.metrics import METRICS
 from softcfg.models.registry import get_family
-from softcfg.options import ConfigError, Field, Float, NonNegativeFloat, Options, read_yaml, validate
+from softcfg.options import (
+    ConfigError,
+    Field,
+    Float,
+    NonNegativeFloat,
+    Options,
+    UserError,
+    read_yaml,
+    validate,
+)
 from softcfg.report import FIGURES, TABLES
+
+if TYPE_CHECKING:
+    from softcfg.data.prompts import PromptSet
 
 
 class ModelEntry(Options):
@@ -45,12 +57,23 @@ class ModelEntry(Options):
         description="resize the decoded images to this side (bicubic, no antialias; LlamaGen evaluates its "
         "384 px models at 256); default: the generated size",
     )
-    compile: bool = Field(False, description="torch.compile the one-token decode step")
+    compile: bool | Literal["off", "dynamic", "static", "captured", "compiled"] = Field(
+        False,
+        description="the decode step: false/off eager; true/dynamic torch.compile with dynamic shapes; "
+        "static (eager), captured (a CUDA graph per batch shape) or compiled (torch.compile, then a CUDA "
+        "graph) run its static-shape form (softcfg.models.static_decode; gpt, digits, alitok, llamagen, rar)",
+    )
     uncond_fp32: bool | None = Field(
         None,
         description="bf16/fp16 only: run the unconditional rows in float32 (exact SoftCFG, ~1.3-1.9x the "
         "decode step); a low-precision SoftCFG run must choose",
     )
+    prompts: str | None = Field(
+        None,
+        description="text-conditioned families: the prompt set to sample, replacing class labels (GenEval "
+        "metadata .jsonl, a DPG-Bench prompt folder, or a .txt file with one prompt per line)",
+    )
+    images_per_prompt: PositiveInt | None = Field(None, description="images sampled per prompt (default 1)")
 
     @field_validator("family")
     @classmethod
@@ -60,6 +83,17 @@ class ModelEntry(Options):
         except ConfigError as exc:
             raise ValueError(str(exc).partition(": ")[2]) from None
         return family
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_aliases(cls, value: Any) -> Any:
+        """off and dynamic are the old false and true, stored so: config hashes do not change."""
+        if isinstance(value, bool) or value in ("static", "captured", "compiled"):
+            return value
+        if value in ("off", "dynamic"):
+            return value == "dynamic"
+        modes = "false | true | off | dynamic | static | captured | compiled"
+        raise ValueError(f"expected {modes}, got {value!r}")
 
     @field_validator("size")
     @classmethod
@@ -99,6 +133,28 @@ class ModelEntry(Options):
         return self
 
     @model_validator(mode="after")
+    def _prompt_set(self) -> ModelEntry:
+        """Prompts for text families only; a sweep (and sampling) requires them there."""
+        if get_family(self.family).conditioning != "text":
+            for key in ("prompts", "images_per_prompt"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: family {self.family!r} is not text-conditioned")
+        return self
+
+    @property
+    def per_prompt(self) -> int:
+        return self.images_per_prompt or 1
+
+    def prompt_set(self, where: str = "model") -> PromptSet:
+        """The entry's prompt set, read and checked (a ConfigError naming the file and line)."""
+        from softcfg.data.prompts import read_prompts
+
+        try:
+            return read_prompts(self.prompts)
+        except UserError as exc:
+            raise ConfigError(f"{where}.prompts: {exc}") from None
+
+    @model_validator(mode="after")
     def _precision_choice(self) -> ModelEntry:
         if self.dtype == "fp32" and self.uncond_fp32 is not None:
             raise ValueError("uncond_fp32: only for dtype bf16 or fp16 (fp32 rows are float32 already)")
@@ -106,8 +162,10 @@ class ModelEntry(Options):
 
     @model_validator(mode="after")
     def _size_or_dims(self) -> ModelEntry:
-        if get_family(self.family).sizes and self.size is None and None in (self.dim, self.depth):
-            sizes = list(get_family(self.family).sizes)
+        family = get_family(self.family)
+        sized = family.sizes and not family.checkpoint_folder
+        if sized and self.size is None and None in (self.dim, self.depth):
+            sizes = list(family.sizes)
             raise ValueError(f"size: give one of {sizes} (or dim and depth)")
         return self
 
@@ -115,16 +173,69 @@ class ModelEntry(Options):
         """The checkpoint (and tokenizer) exist; called where they must already be on disk."""
         for key in ("checkpoint", "tokenizer"):
             path = getattr(self, key)
-            if path is not None and not Path(path).is_file():
-                raise ConfigError(f"{where}.{key}: file not found: {path}")
+            folder = key == "checkpoint" and get_family(self.family).checkpoint_folder
+            if path is not None and not (Path(path).is_dir() if folder else Path(path).is_file()):
+                raise ConfigError(f"{where}.{key}: {'folder' if folder else 'file'} not found: {path}")
+        if self.prompts is not None:
+            self.prompt_set(where)
+
+
+CONFIDENCE_MAPS = 8  # samples per run whose token confidences are recorded unless the config says otherwise
 
 
 class ShardSizes(Options):
     """How a run's samples are cut: shards (one file each) of batches (one generation each)."""
 
     shard_size: PositiveInt = Field(500, description="samples per shard file")
-    batch_size: PositiveInt = Field(100, description="samples generated at once")
+    batch_size: PositiveInt | Literal["auto"] = Field(
+        100,
+        description="samples generated at once; auto: the model family's default for its size "
+        "(models.registry Family.batch_sizes, sized for one 80 GB GPU; fixed per size, so sampling stays "
+        "deterministic)",
+    )
     diagnostics: bool = Field(True, description="per-step entropies and weight statistics in manifests")
+    confidence_maps: NonNegativeInt | Literal["auto"] = Field(
+        "auto",
+        description="samples of shard 0 whose per-token confidences its manifest records (the "
+        f"confidence heatmaps), all from its first batch; auto: {CONFIDENCE_MAPS}, or that batch's size "
+        "if smaller; 0: none",
+    )
+
+    @model_validator(mode="after")
+    def _maps_in_first_batch(self) -> ShardSizes:
+        if self.batch_size != "auto":
+            self.maps_for(self.batch_size, "")
+        return self
+
+    def maps_for(self, batch_size: int, where: str = "sampling") -> int:
+        """How many confidence maps shard 0 records; a number beyond its first batch is a ConfigError
+        (``where`` empty inside validation, which names the section itself)."""
+        first = min(batch_size, self.shard_size)
+        key = f"{where}.confidence_maps" if where else "confidence_maps"
+        if self.confidence_maps == "auto":
+            return min(CONFIDENCE_MAPS, first)
+        if self.confidence_maps > first:
+            raise ConfigError(
+                f"{key}: {self.confidence_maps} samples, more than the {first} of shard 0's first batch"
+                f" (batch_size {batch_size}, shard_size {self.shard_size})"
+            )
+        return self.confidence_maps
+
+    def batch_for(self, model: ModelEntry, where: str = "sampling") -> int:
+        """The batch size, ``auto`` read from the model family's table for the entry's size."""
+        if self.batch_size != "auto":
+            return self.batch_size
+        family = get_family(model.family)
+        size = family.batch_size(model.size, model.image_size)
+        if size is None:
+            known = ", ".join(f"{k}: {v}" for k, v in family.batch_sizes.items()) or "none"
+            at = f" at {model.image_size} px" if family.image_sizes else ""
+            raise ConfigError(
+                f"{where}.batch_size: auto has no default for family {model.family!r} size {model.size!r}"
+                f"{at} (defaults: {known}); give a number"
+            )
+        self.maps_for(size, where)
+        return size
 
 
 class SamplingEntry(ShardSizes):
@@ -152,6 +263,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_precision(self.model, self.method)
+        self.sampling.batch_for(self.model)  # auto must have a default for the model
 
     def to_dict(self) -> dict[str, Any]:
         parts = {"model": self.model, "method": self.method, "sampling": self.sampling, "run": self.run}
@@ -379,28 +491,52 @@ class WorkflowConfig(Options):
             raise ValueError("seed: give seeds as the top-level list config.seeds")
         return data
 
+    @model_validator(mode="after")
+    def _maps_for_the_figure(self) -> WorkflowConfig:
+        if "confidence_maps" in self.figures and self.sampling.confidence_maps == 0:
+            raise ValueError(
+                "figures: confidence_maps draws the maps sampling.confidence_maps records, and that is 0 "
+                "(record some, or leave the figure out of figures)"
+            )
+        return self
+
 
 def workflow_schema() -> dict[str, Any]:
     """The JSON schema of config.yaml, generated from ``WorkflowConfig`` and the method registry.
 
     Method entries are one of the registered methods' options, where each option a sweep can vary may
-    also be a list (it then replaces the grid for that method), plus an optional upstream ``preset``.
+    also be a list (it then replaces the grid for that method; in the ``ssg`` sub-entry: beta and
+    prior), plus an optional upstream ``preset`` and the ``models`` the method runs on.
     """
     from softcfg.methods import method_class, method_names
+    from softcfg.methods.ssg import SWEPT
     from softcfg.models.registry import presets
 
+    def listable(properties: dict[str, Any], keys: Any) -> None:
+        for key in keys:
+            if key in properties:
+                one = properties[key]
+                properties[key] = {"anyOf": [one, {"type": "array", "items": one, "minItems": 1}]}
+
     schema = WorkflowConfig.model_json_schema()
+    definitions = schema.setdefault("$defs", {})
     variants = []
     for name in method_names():
         options = method_class(name).model_json_schema()
+        definitions.update(options.pop("$defs", {}))  # refs resolve against the document's root
         properties = options["properties"]
-        for axis in Grid.model_fields:
-            if axis in properties:
-                one = properties[axis]
-                properties[axis] = {"anyOf": [one, {"type": "array", "items": one, "minItems": 1}]}
+        listable(properties, Grid.model_fields)
         properties["preset"] = {"enum": sorted(presets()), "description": "upstream sampler's defaults"}
+        properties["models"] = {
+            "type": "array",
+            "items": {"type": "string"},
+            "minItems": 1,
+            "description": "the models (config.models names) this method runs on; default: all",
+        }
         options["required"] = ["name", *options.get("required", [])]
         variants.append(options)
+    if "SSG" in definitions:
+        listable(definitions["SSG"]["properties"], SWEPT)
     schema["properties"]["methods"]["additionalProperties"] = {"oneOf": variants}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema

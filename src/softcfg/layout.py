@@ -80,6 +80,10 @@ def steps_table(results: Path) -> Path:
     return results / "steps.parquet"
 
 
+def confidence_table(results: Path) -> Path:
+    return results / "confidence.parquet"
+
+
 def timing_table(results: Path) -> Path:
     return results / "timing.parquet"
 

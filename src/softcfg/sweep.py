@@ -3,7 +3,9 @@
 A run is (model, method entry, values of the method's swept options, seed). Which options a method
 sweeps is its own ``axes()`` (CFG: gamma, and k for the cosine schedule only; none: nothing), so no
 method is multiplied by an axis it ignores. A method entry may give a swept option as a number or a
-list, which replaces the grid for it. Every problem is a ConfigError naming the key, before the DAG.
+list, which replaces the grid for it; its ``ssg`` sub-entry may list beta and prior values, each a run;
+its ``models`` key limits the models it runs on (default: all). Every problem is a ConfigError naming
+the key, before the DAG.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from softcfg import layout
 from softcfg.config import (
     ConfigError,
+    ModelEntry,
     Resources,
     RunConfig,
     RunInfo,
@@ -27,12 +30,13 @@ from softcfg.config import (
     check_precision,
 )
 from softcfg.methods import GuidanceMethod, apply_preset, method_class, parse_method
+from softcfg.methods.ssg import SWEPT as SSG_SWEPT
 from softcfg.metrics import EXTRACTORS, METRICS
 from softcfg.models.registry import get_family
 from softcfg.options import validate
 
 MAX_RUN_ID = 64
-AXIS_PREFIX = {"gamma": "g", "k": "k"}  # run-id prefixes; other axes use their own name
+AXIS_PREFIX = {"gamma": "g", "k": "k", "beta": "b", "prior": "p"}  # run-id prefixes; others: their name
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,16 @@ class Run:
     def extractor(self) -> str:
         """The feature extractor that scores this run (its family's)."""
         return get_family(self.config.model.family).extractor
+
+    @property
+    def scored(self) -> bool:
+        """Whether the metric suite scores it; text-conditioned runs are sampled and exported only."""
+        return self.extractor in EXTRACTORS
+
+    @property
+    def exported(self) -> bool:
+        """Whether its images are exported for the text-to-image scorers (its model samples prompts)."""
+        return self.config.model.prompts is not None
 
 
 @dataclass(frozen=True)
@@ -102,10 +116,30 @@ def shard_groups(num_shards: int, per_job: int | str) -> tuple[tuple[int, int], 
     return tuple((first, min(first + size, num_shards) - 1) for first in range(0, num_shards, size))
 
 
+def ssg_settings(entry: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """The entry once per combination of the values its ``ssg`` sub-entry lists for beta and prior."""
+    ssg = entry.get("ssg")
+    if not isinstance(ssg, dict):
+        return [entry]
+    swept = {key: ssg[key] for key in SSG_SWEPT if isinstance(ssg.get(key), list)}
+    for key, values in swept.items():
+        if not values:
+            raise ConfigError(f"{where}.ssg.{key} must be a non-empty list")
+    return [
+        {**entry, "ssg": {**ssg, **dict(zip(swept, combo, strict=True))}}
+        for combo in itertools.product(*swept.values())
+    ]
+
+
 def method_settings(entry: dict[str, Any], grid: dict[str, list[float]], where: str) -> list[GuidanceMethod]:
-    """Every setting of one method entry: its swept options from the entry's lists or the grid."""
+    """Every setting of one method entry: its swept options from the entry's lists or the grid, times
+    the SSG values its ``ssg`` sub-entry lists."""
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         return [parse_method(entry, where)]  # names the problem
+    return [method for one in ssg_settings(entry, where) for method in _grid_settings(one, grid, where)]
+
+
+def _grid_settings(entry: dict[str, Any], grid: dict[str, list[float]], where: str) -> list[GuidanceMethod]:
     cls = method_class(entry["name"], where)
     if "preset" in entry:  # its values are the setting, as if written in the entry
         entry = apply_preset(entry, where)
@@ -135,6 +169,8 @@ def load_sweep(data: Any) -> Sweep:
     config = validate(WorkflowConfig, data, "config")
     results = Path(config.results)
     models, trained = {}, {}
+    sampling = config.sampling
+    samples = {}  # per model, the samples of a run: text models sample their prompt set
     for name, entry in config.models.items():
         if entry.train:
             trained[name] = entry.train_seed
@@ -142,14 +178,21 @@ def load_sweep(data: Any) -> Sweep:
         else:
             models[name] = entry.entry()
             models[name].check_files(f"models.{name}")
+        samples[name] = _run_samples(models[name], sampling.samples_per_run, f"models.{name}")
 
     grid = config.grid.model_dump()
-    sampling = config.sampling
     runs: dict[str, Run] = {}
     for method_name, entry in config.methods.items():
-        for method in method_settings(entry, grid, f"methods.{method_name}"):
-            for (model_name, model), seed in itertools.product(models.items(), config.seeds):
-                rid = run_id(model_name, method_name, method.axes(), seed)
+        where = f"methods.{method_name}"
+        entry, on = method_models(entry, models, where)
+        for method in method_settings(entry, grid, where):
+            for (model_name, model), seed in itertools.product(on.items(), config.seeds):
+                if method.ssg is not None and not get_family(model.family).next_scale:
+                    raise ConfigError(
+                        f"{where}.ssg: model {model_name} (family {model.family}) generates token by "
+                        f"token; SSG needs a next-scale model (limit the method with {where}.models)"
+                    )
+                rid = run_id(model_name, method_name, method.sweep_axes(), seed)
                 if rid in runs:
                     raise ConfigError(f"methods.{method_name}: run id {rid} is produced twice")
                 check_precision(model, method, f"models.{model_name}")
@@ -161,10 +204,11 @@ def load_sweep(data: Any) -> Sweep:
                         shard_size=sampling.shard_size,
                         batch_size=sampling.batch_size,
                         diagnostics=sampling.diagnostics,
+                        confidence_maps=sampling.confidence_maps,
                     ),
                     run=RunInfo(id=rid, model=model_name, method=method_name),
                 )
-                num_shards = sampling.samples_per_run // sampling.shard_size
+                num_shards = -(-samples[model_name] // sampling.shard_size)  # the last may be short
                 runs[rid] = Run(rid, run, num_shards, shard_groups(num_shards, sampling.shards_per_job))
 
     names, kid_subset, reference_size = _evaluation(config, runs)
@@ -178,6 +222,32 @@ def load_sweep(data: Any) -> Sweep:
         reference_size=reference_size,
         focus=_focus(config, runs),
     )
+
+
+def _run_samples(model: ModelEntry, samples_per_run: int, where: str) -> int:
+    """Samples of one run: ``sampling.samples_per_run``, or a text model's prompts x images per prompt
+    (its prompt set read now, so a bad line is named before the DAG)."""
+    if get_family(model.family).conditioning != "text":
+        return samples_per_run
+    if model.prompts is None:
+        raise ConfigError(f"{where}.prompts: family {model.family!r} is text-conditioned; give a prompt set")
+    return len(model.prompt_set(where)) * model.per_prompt
+
+
+def method_models(entry: Any, models: dict[str, Any], where: str) -> tuple[Any, dict[str, Any]]:
+    """A method entry without its ``models`` key, and the models it runs on (all when the key is absent)."""
+    if not isinstance(entry, dict) or "models" not in entry:
+        return entry, models
+    entry = dict(entry)
+    names = entry.pop("models")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{where}.models must be a non-empty list of model names, got {names!r}")
+    unknown = [n for n in names if n not in models]
+    if unknown:
+        raise ConfigError(
+            f"{where}.models: unknown model {unknown[0]!r} (config.models has {sorted(models)})"
+        )
+    return entry, {n: models[n] for n in names}
 
 
 def _focus(config: WorkflowConfig, runs: dict[str, Run]) -> tuple[float, float]:
@@ -201,7 +271,8 @@ def _evaluation(config: WorkflowConfig, runs: dict[str, Run]) -> tuple[tuple[str
     metrics, samples_per_run = config.metrics, config.sampling.samples_per_run
     extractors = {}
     for run in runs.values():
-        extractors.setdefault(run.extractor, run.model)
+        if run.scored:
+            extractors.setdefault(run.extractor, run.model)
     unavailable = {}
     for extractor, model in extractors.items():
         for name in sorted(set(METRICS) - set(EXTRACTORS[extractor].metrics)):

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class StepLogits:
-    """The logits of one decode step, [B, V] each, and the token taken, [B]."""
+    """The logits of one step, [B, V] each ([B, n, V] for a next-scale step), and the tokens taken, [B]
+    ([B, n]); a confidence is read per token, [B] ([B, n])."""
 
     cond: Tensor
     uncond: Tensor | None
@@ -38,7 +39,7 @@ def cond_max(step: StepLogits) -> Tensor:
 
 def cond_sampled(step: StepLogits) -> Tensor:
     """softmax(l_c / T) at the token actually taken: the authors' AliTok fork."""
-    return step.probs(step.cond).gather(-1, step.token[:, None]).squeeze(-1)
+    return step.probs(step.cond).gather(-1, step.token[..., None]).squeeze(-1)
 
 
 def guided_max(step: StepLogits) -> Tensor:

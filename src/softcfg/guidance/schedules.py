@@ -40,9 +40,11 @@ def linear_schedule(gamma: float, step: int, num_steps: int, k: float = 0.0) -> 
     return 1.0 + (gamma - 1.0) * step / num_steps
 
 
-def var_scale_ramp(cfg: float, scale_index: int, num_scales: int) -> float:
-    """VAR's ramp ``t_k = cfg k / (K - 1)`` in ``(1 + t_k) l_c - t_k l_u``, returned as ``1 + t_k``."""
-    return 1.0 + cfg * scale_index / (num_scales - 1)
+@_register("ramp")
+def ramp_schedule(gamma: float, step: int, num_steps: int, k: float = 0.0) -> float:
+    """Scale rising linearly from 1 at the first step to gamma at the last: VAR's per-scale ramp
+    ``(1 + t_k) l_c - t_k l_u`` with ``t_k = cfg k / (K - 1)`` is this schedule with gamma = 1 + cfg."""
+    return 1.0 + (gamma - 1.0) * step / max(num_steps - 1, 1)
 
 
 def schedule_scales(

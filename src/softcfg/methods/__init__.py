@@ -11,7 +11,14 @@ from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any
 
-from softcfg.methods.base import CachePerturbation, Guidance, GuidanceMethod, Refinement
+from softcfg.methods.base import (
+    SSG,
+    CachePerturbation,
+    Guidance,
+    GuidanceMethod,
+    Refinement,
+    build_guidance,
+)
 from softcfg.methods.cfg import CFG
 from softcfg.methods.none import NoGuidance
 from softcfg.methods.softcfg import SoftCFG
@@ -105,6 +112,7 @@ def apply_preset(data: dict, where: str) -> dict:
 __all__ = [
     "CFG",
     "ENTRY_POINT_GROUP",
+    "SSG",
     "CachePerturbation",
     "Guidance",
     "GuidanceMethod",
@@ -112,6 +120,7 @@ __all__ = [
     "Refinement",
     "SoftCFG",
     "apply_preset",
+    "build_guidance",
     "method_class",
     "method_names",
     "parse_method",

@@ -1,4 +1,5 @@
-"""Classifier-free guidance: ``l_u + s_t (l_c - l_u)`` with a per-step scale from a schedule.
+"""Classifier-free guidance: ``l_u + s_t (l_c - l_u)`` with a per-step scale from a schedule (a step is
+a token, or a scale of a next-scale model).
 
 ``gamma`` is the scale s of the samplers (RAR, AliTok, LlamaGen); the SoftCFG paper's g is s - 1.
 """
@@ -40,7 +41,9 @@ class CFG(GuidanceMethod):
     name: Literal["cfg"] = "cfg"
     gamma: Float = Field(1.0, ge=0, description="guidance scale s in l_u + s (l_c - l_u)")
     k: Float = Field(0.0, ge=0, description="cosine power of the schedule; 0 = constant scale")
-    schedule: ScheduleName = Field("cosine", description="cosine | constant | linear")
+    schedule: ScheduleName = Field(
+        "cosine", description="cosine | constant | linear | ramp (VAR's per-scale ramp, gamma = 1 + cfg)"
+    )
     interval: tuple[Float, Float] | None = Field(
         None, strict=False, description="guide only for t/T in [lo, hi); elsewhere the scale is 1"
     )  # not strict: YAML gives a list
@@ -62,4 +65,4 @@ class CFG(GuidanceMethod):
         return schedule_scales(self.schedule, self.gamma, num_steps, self.k, self.interval)
 
     def guidance(self, model: ARModel, batch: int, device: torch.device) -> Guidance:
-        return Guidance(True, ScheduledCombination(self.scales(model.num_tokens)), self.temperature)
+        return Guidance(True, ScheduledCombination(self.scales(model.num_steps)), self.temperature)

@@ -55,7 +55,12 @@ class SoftCFG(CFG):
 
 
 class SoftCFGPerturbation(CachePerturbation):
-    """Confidences of the generated tokens and the per-slot weights they give at each step."""
+    """Confidences of the generated tokens and the per-slot weights they give at each step.
+
+    Token i's weight sits on the slot that predicted it (``model.prediction_slot(i)``). Before the step
+    that predicts tokens ``[start, end)`` the tokens 1..start-1 are weighted: every token of earlier
+    steps, one per step on next-token models, whole scales on next-scale ones.
+    """
 
     def __init__(self, method: SoftCFG, model: ARModel, batch: int, device: torch.device) -> None:
         import torch
@@ -71,17 +76,19 @@ class SoftCFGPerturbation(CachePerturbation):
         self._current: Tensor | None = None
 
     def slot_weights(self, step: int) -> SlotWeights:
-        """Weights for the decode that predicts token ``step``: slots of tokens 1..step-1 weighted."""
+        """Weights for the forward pass of ``step``: the slots of tokens 1..start-1 weighted."""
+        start, end = self.model.step_span(step)
         self._current = None
-        if step >= 2:
-            w = self.method.weights(self.q[:, 1:step])
-            self.slots[:, self.first_slot : self.first_slot + step - 1] = w
+        if start >= 2:
+            w = self.method.weights(self.q[:, 1:start])
+            self.slots[:, self.first_slot : self.first_slot + start - 1] = w
             self._current = w
-        visible = self.model.prediction_slot(step) + 1  # includes the slot appended at this step
+        visible = self.model.prediction_slot(end - 1) + 1  # includes the slots appended at this step
         return self.slot_weights_type(self.slots[:, :visible], self.target)
 
     def observe(self, step: int, seen: StepLogits) -> None:
-        self.q[:, step] = self.confidence(seen)
+        start, end = self.model.step_span(step)
+        self.q[:, start:end] = self.confidence(seen).view(-1, end - start)
 
     @property
     def current(self) -> Tensor | None:

@@ -54,10 +54,13 @@ MOMENT_CHUNK = 5000
 def extract(
     images: np.ndarray, weights: InceptionWeights, batch_size: int = 64, device: str = "cpu"
 ) -> dict[str, np.ndarray]:
-    """pool_3 features, IS logits (when available) and the sFID tensor of uint8 NHWC images."""
+    """pool_3 features, IS logits (when available) and the sFID tensor of uint8 NHWC images: on a GPU
+    by ``extract_batched``, on the CPU through torch-fidelity's loop."""
     from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
     cuda = device.startswith("cuda")
+    if cuda:
+        return extract_batched(images, weights, batch_size, device)
     names = [POOL, SPATIAL] + ([LOGITS] if weights.has_logits else [])
     extractor = create_feature_extractor(
         EXTRACTOR, names, cuda=cuda, feature_extractor_weights_path=str(weights.path), verbose=False
@@ -71,6 +74,38 @@ def extract(
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
     return {name: value.numpy().astype(np.float32) for name, value in feats.items()}
+
+
+def extract_batched(
+    images: np.ndarray, weights: InceptionWeights, batch_size: int = 500, device: str = "cpu"
+) -> dict[str, np.ndarray]:
+    """``extract`` without torch-fidelity's per-image data loader: whole uint8 batches go to the device
+    as they are (4x fewer bytes than float), pinned and asynchronous on a GPU, and the extractor's
+    own TF1 bilinear resize and scaling run there. The same network and arithmetic as ``extract``: equal
+    features up to the convolutions' summation order at another batch size."""
+    from torch_fidelity.utils import create_feature_extractor
+
+    target = torch.device(device)
+    names = [POOL, SPATIAL] + ([LOGITS] if weights.has_logits else [])
+    extractor = create_feature_extractor(
+        EXTRACTOR, names, cuda=False, feature_extractor_weights_path=str(weights.path), verbose=False
+    ).to(target)
+    dims = {POOL: POOL_DIM, SPATIAL: SPATIAL_DIM, LOGITS: NUM_LOGITS}
+    out = {name: np.empty((images.shape[0], dims[name]), np.float32) for name in names}
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # as in ``extract``
+    try:
+        with torch.inference_mode():
+            for start in range(0, images.shape[0], batch_size):
+                batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+                if target.type == "cuda":
+                    batch = batch.pin_memory()
+                batch = batch.to(target, non_blocking=True).permute(0, 3, 1, 2).contiguous()  # NCHW
+                for name, value in zip(names, extractor(batch), strict=True):
+                    out[name][start : start + batch.shape[0]] = value.cpu().numpy()
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    return out
 
 
 class CentredMoments:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from softcfg.conditioning import ClassLabels
-from softcfg.models.attention import KVCache, SlotWeights, attend
+from softcfg.models.attention import KVCache, SlotWeights, StaticStep, attend_any
 from softcfg.models.base import ARModel, images_to_uint8, load_state_dict_strict, read_checkpoint
 from softcfg.models.layers import RMSNorm, SwiGLU, apply_rope, rope_1d, rope_grid
 from softcfg.options import UserError
@@ -56,12 +56,17 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(
-        self, x: Tensor, rope: Tensor, layer: int, cache: KVCache | None, slot_weights: SlotWeights | None
+        self,
+        x: Tensor,
+        rope: Tensor,
+        layer: int,
+        cache: KVCache | StaticStep | None,
+        slot_weights: SlotWeights | None,
     ) -> Tensor:
         n, length, dim = x.shape
         q, k, v = self.qkv(x).view(n, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # [N, H, L, hd]
         q, k = apply_rope(self.q_norm(q), rope), apply_rope(self.k_norm(k), rope)
-        out = attend(q, k, v, layer, cache, slot_weights)
+        out = attend_any(q, k, v, layer, cache, slot_weights)
         return self.proj(out.transpose(1, 2).reshape(n, length, dim))
 
 
@@ -194,6 +199,15 @@ class AliTok(ARModel):
         self, tokens: Tensor, index: int, cache: KVCache, slot_weights: SlotWeights | None = None
     ) -> Tensor:
         return self.generator(tokens[:, None], self.prefix_len + index, cache, slot_weights)[:, -1]
+
+    def static_decode(self, tokens: Tensor, step: StaticStep) -> Tensor:
+        """``decode`` with static shapes (``softcfg.models.static_decode``): RoPE row by tensor."""
+        g = self.generator
+        x = g.embeddings(tokens[:, None])
+        rope = g.rope.to(x.device)[step.position]
+        for layer, block in enumerate(g.blocks):
+            x = block(x, rope, layer, step, None)
+        return g.output(g.norm(x))[:, -1]
 
     def forward(self, conditions: ClassLabels, tokens: Tensor) -> Tensor:
         prefix = self._class_ids(conditions.labels)[:, None]

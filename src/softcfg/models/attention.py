@@ -7,7 +7,8 @@ the weights act on the attention of the unconditional rows only (the last rows o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -86,17 +87,32 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
+def block_causal_mask(block_sizes: Sequence[int], device: torch.device | str = "cpu") -> Tensor:
+    """[L, L] bool, True where a position may attend: every position of its own and earlier blocks (the
+    next-scale models' mask, one block per scale; blocks of size 1 give the causal mask)."""
+    block = torch.repeat_interleave(torch.arange(len(block_sizes)), torch.tensor(list(block_sizes)))
+    return (block[None, :] <= block[:, None]).to(device)
+
+
 def attend(
-    q: Tensor, k: Tensor, v: Tensor, layer: int, cache: KVCache | None, slot_weights: SlotWeights | None
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    layer: int,
+    cache: KVCache | None,
+    slot_weights: SlotWeights | None,
+    all_visible: bool = False,
 ) -> Tensor:
     """The attention every family calls: store ``k, v`` in the cache (when given), then attend.
 
-    A single query (a decode step) goes through ``decode_attention`` with the SoftCFG weights; several
-    queries (prefill, a full forward) through causal attention, where no slot is weighted.
+    A single query (a decode step), or several that may each see every visible slot (``all_visible``: a
+    next-scale step, whose scale attends to itself and all earlier scales), go through ``decode_attention``
+    with the SoftCFG weights; several causal queries (prefill, a full forward) through causal attention,
+    where no slot is weighted.
     """
     if cache is not None:
         k, v = cache.write(layer, k, v)
-    if q.shape[2] == 1:
+    if q.shape[2] == 1 or all_visible:
         return decode_attention(q, k, v, slot_weights)
     assert slot_weights is None, "slot weights apply to single-token decode steps only"
     return causal_attention(q, k, v)
@@ -107,26 +123,95 @@ def _softmax(scores: Tensor) -> Tensor:
     return torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
 
 
-def decode_attention(q: Tensor, k: Tensor, v: Tensor, slot_weights: SlotWeights | None = None) -> Tensor:
-    """Single-query attention over all visible slots, with SoftCFG weights on the uncond rows.
+def _hide(scores: Tensor, mask: Tensor | None) -> Tensor:
+    """``scores`` with the slots where ``mask`` is False at -inf (probability exactly 0)."""
+    return scores if mask is None else scores.masked_fill(~mask, float("-inf"))
+
+
+def decode_attention(
+    q: Tensor, k: Tensor, v: Tensor, slot_weights: SlotWeights | None = None, mask: Tensor | None = None
+) -> Tensor:
+    """Attention of the step's queries over all visible slots, with SoftCFG weights on the uncond rows.
 
     Values: ``out = sum_j softmax(s)_j w_j v_j``; keys: ``s_j = w_j (q . k_j) / sqrt(hd)``. Both equal
     attention over an explicitly scaled copy of the cache, at O(slots) instead of O(slots * hd).
     The weights multiply float32 scores and probabilities and are never cast to the cache dtype: late
     weights lie within 2^-8 of 1, bf16's spacing there, so a cast would collapse them onto one or two
     values and bias the perturbation budget sum(1 - w) by per cents. The weighted probabilities are cast
-    once, for the product with ``v``. ``q`` [N, H, 1, hd], ``k, v`` [N, H, S, hd]; returns [N, H, 1, hd].
+    once, for the product with ``v``. ``q`` [N, H, Q, hd] (Q = 1 for a next-token step, p_k^2 for a
+    next-scale one), ``k, v`` [N, H, S, hd]; returns [N, H, Q, hd]. ``mask`` (bool, broadcastable to
+    the scores [N, H, Q, S], True where a slot may be attended; e.g. a batch's left padding is False)
+    hides slots after the key weighting and before the softmax, so they get probability exactly 0.
     """
-    scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # [N, H, 1, S]
+    scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # [N, H, Q, S]
     if slot_weights is None:
-        return _softmax(scores).to(v.dtype) @ v
+        return _softmax(_hide(scores, mask)).to(v.dtype) @ v
     exact = torch.promote_types(scores.dtype, torch.float32)
     scores = scores.to(exact)
     w = slot_weights.weights[:, None, None, :].to(exact)  # [B_u, 1, 1, S]
     first_uncond = scores.shape[0] - w.shape[0]
     if slot_weights.on_keys:
         scores[first_uncond:] *= w
-    probs = _softmax(scores)
+    probs = _softmax(_hide(scores, mask))
     if slot_weights.on_values:
         probs[first_uncond:] *= w
     return probs.to(v.dtype) @ v
+
+
+@dataclass(frozen=True)
+class StaticStep:
+    """One decode step with static shapes (``softcfg.models.static_decode``): the first S slots of the
+    preallocated cache, ``k, v`` [layers, N, H, S, hd] (views; S a fixed bucket >= position + 1), the
+    slot written as a device tensor ``position`` [1], SoftCFG's ``weights`` padded to ``[B_u, S]``
+    (values past ``position`` are never read), and the per-row state a family keeps from prefill. Only
+    S depends on the step number, so one CUDA graph serves every step of a bucket."""
+
+    k: Tensor
+    v: Tensor
+    position: Tensor
+    weights: Tensor | None = None
+    target: str = "v"
+    context: dict[str, Tensor] = field(default_factory=dict)
+
+
+def static_decode_attention(
+    q: Tensor, k: Tensor, v: Tensor, visible: Tensor, weights: Tensor | None, target: str = "v"
+) -> Tensor:
+    """``decode_attention`` over all S slots of ``k, v``, those where ``visible`` [S] is False masked out
+    after the key weighting and before the softmax, so they get probability exactly 0: the same numbers
+    as attending over the visible slots alone, up to the order of the sums. Weights in float32, as there.
+    """
+    scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # [N, H, 1, S]
+    exact = torch.promote_types(scores.dtype, torch.float32)
+    scores = scores.to(exact)
+    w = None if weights is None else weights[:, None, None, :].to(exact)  # [B_u, 1, 1, S]
+    first_uncond = scores.shape[0] - (0 if w is None else w.shape[0])
+    if w is not None and "k" in target:
+        scores[first_uncond:] *= w
+    probs = _softmax(scores.masked_fill(~visible, float("-inf")))
+    if w is not None and "v" in target:
+        probs[first_uncond:] *= w
+    return probs.to(v.dtype) @ v
+
+
+def attend_static(q: Tensor, k: Tensor, v: Tensor, layer: int, step: StaticStep) -> Tensor:
+    """Write this step's ``k, v`` [N, H, 1, hd] at ``step.position`` by index, then attend over all of
+    ``step``'s slots with those past ``position`` masked."""
+    step.k[layer].index_copy_(2, step.position, k)
+    step.v[layer].index_copy_(2, step.position, v)
+    visible = torch.arange(step.k.shape[3], device=q.device) <= step.position
+    return static_decode_attention(q, step.k[layer], step.v[layer], visible, step.weights, step.target)
+
+
+def attend_any(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    layer: int,
+    cache: KVCache | StaticStep | None,
+    slot_weights: SlotWeights | None,
+) -> Tensor:
+    """``attend_static`` for a static decode step (its weights ride in the step), else ``attend``."""
+    if isinstance(cache, StaticStep):
+        return attend_static(q, k, v, layer, cache)
+    return attend(q, k, v, layer, cache, slot_weights)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +16,14 @@ from torch import Tensor, nn
 from softcfg.conditioning import ClassLabels, Conditions
 from softcfg.models.attention import KVCache, SlotWeights
 from softcfg.options import UserError
+
+
+class TokenGrid(NamedTuple):
+    """Tokens ``offset .. offset + height * width`` of a generation are the image's token map, row-major."""
+
+    offset: int
+    height: int
+    width: int
 
 
 class ARModel(nn.Module):
@@ -45,6 +55,30 @@ class ARModel(nn.Module):
         """Cache slot whose output predicted image token ``token_index`` (slot(0) is the last prefix slot)."""
         return self.prefix_len - 1 + token_index
 
+    @property
+    def num_steps(self) -> int:
+        """Forward passes of a generation after prefill plus one: one per token for next-token models."""
+        return self.num_tokens
+
+    def step_span(self, step: int) -> tuple[int, int]:
+        """Token indices ``[start, end)`` that ``step`` predicts: one token here, a scale's map in VAR."""
+        return step, step + 1
+
+    def token_grid(self) -> TokenGrid | None:
+        """Where the image's spatial token map lies in the generated sequence (confidence heatmaps, Fig. 5);
+        None where the tokens form no single row-major grid. Default: the largest square tail."""
+        side = math.isqrt(self.num_tokens)
+        return TokenGrid(self.num_tokens - side * side, side, side)
+
+    def feed(
+        self, tokens: Tensor, step: int, cache: KVCache, slot_weights: SlotWeights | None = None
+    ) -> Tensor:
+        """Feed the tokens of step ``step - 1`` ([N, 1]) and return the logits of step ``step`` ([N, V]).
+
+        The loops call this; next-token families implement ``decode`` and next-scale ones override it.
+        """
+        return self.decode(tokens[:, 0], step - 1, cache, slot_weights)
+
     def new_cache(self, batch: int) -> KVCache:
         """An empty cache large enough for the prefix and every image token."""
         raise NotImplementedError
@@ -68,6 +102,53 @@ class ARModel(nn.Module):
 
     def decode_images(self, tokens: Tensor) -> Tensor:
         """Tokens [N, T] to uint8 images [N, H, W, 3] with the family's official post-processing."""
+        raise NotImplementedError
+
+
+class NextScaleModel(ARModel):
+    """A next-scale generator (VAR): step k predicts the whole ``p_k x p_k`` token map of scale k at once.
+
+    Tokens of a generation are the scales' maps concatenated, row-major, ``sum(p_k^2)`` in all. Slot layout:
+    slot 0 is the start slot (from the condition), which predicts scale 0's single token; the slots of
+    block k (``cum_k .. cum_k + p_k^2``) hold the input built from every earlier scale's tokens and predict
+    scale k's tokens, so ``prediction_slot(i) = i`` and the last scale's tokens are never fed, as in the
+    next-token layout with ``prefix_len = 1``. A step's queries attend to every slot of earlier scales and
+    of their own scale (block-causal); SoftCFG's weight of token i sits on the slot that predicted it.
+    """
+
+    patch_nums: tuple[int, ...]
+    prefix_len = 1
+
+    @property
+    def num_tokens(self) -> int:  # type: ignore[override]
+        return sum(p * p for p in self.patch_nums)
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.patch_nums)
+
+    def step_span(self, step: int) -> tuple[int, int]:
+        start = sum(p * p for p in self.patch_nums[:step])
+        return start, start + self.patch_nums[step] ** 2
+
+    def token_grid(self) -> TokenGrid:
+        """The last scale's map: the one the image is decoded from."""
+        side = self.patch_nums[-1]
+        return TokenGrid(self.num_tokens - side * side, side, side)
+
+    def prefill(self, conditions: Conditions, cache: KVCache) -> Tensor:
+        """Run the start slot of ``conditions`` (N rows); returns scale 0's logits, [N, 1, V]."""
+        raise NotImplementedError
+
+    def feed(
+        self, tokens: Tensor, step: int, cache: KVCache, slot_weights: SlotWeights | None = None
+    ) -> Tensor:
+        """Feed scale ``step - 1``'s token map (``tokens`` [N, p_{k-1}^2], row-major) and return scale
+        ``step``'s logits [N, p_k^2, V]; ``slot_weights`` reach every attention layer."""
+        raise NotImplementedError
+
+    def forward(self, conditions: Conditions, tokens: Tensor) -> Tensor:
+        """Uncached teacher-forced pass with the block-causal mask: logits [N, L, V] for ``tokens`` [N, L]."""
         raise NotImplementedError
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from softcfg.conditioning import ClassLabels
-from softcfg.models.attention import KVCache, SlotWeights, attend
+from softcfg.models.attention import KVCache, SlotWeights, StaticStep, attend_any
 from softcfg.models.base import ARModel
 
 
@@ -39,12 +39,16 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(
-        self, x: Tensor, layer: int, cache: KVCache | None, slot_weights: SlotWeights | None
+        self,
+        x: Tensor,
+        layer: int,
+        cache: KVCache | StaticStep | None,
+        slot_weights: SlotWeights | None,
     ) -> Tensor:
         n, length, dim = x.shape
         # q, k, v: [N, H, L, hd]
         q, k, v = self.qkv(self.norm1(x)).view(n, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        attn = attend(q, k, v, layer, cache, slot_weights)
+        attn = attend_any(q, k, v, layer, cache, slot_weights)
         x = x + self.drop(self.proj(attn.transpose(1, 2).reshape(n, length, dim)))
         return x + self.drop(self.mlp(self.norm2(x)))
 
@@ -88,6 +92,13 @@ class ClassConditionalGPT(ARModel):
     ) -> Tensor:
         x = self.token_embedding(tokens)[:, None]
         return self._run(x, self.prefix_len + index, cache, slot_weights)[:, -1]
+
+    def static_decode(self, tokens: Tensor, step: StaticStep) -> Tensor:
+        """``decode`` with static shapes (``softcfg.models.static_decode``): position by tensor."""
+        x = self.token_embedding(tokens)[:, None] + self.position_embedding[step.position]
+        for layer, block in enumerate(self.blocks):
+            x = block(x, layer, step, None)
+        return self.head(self.norm(x))[:, -1]
 
     def forward(self, conditions: ClassLabels, tokens: Tensor) -> Tensor:
         x = torch.cat(

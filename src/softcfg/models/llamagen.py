@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from softcfg.conditioning import ClassLabels
-from softcfg.models.attention import KVCache, SlotWeights, attend
+from softcfg.models.attention import KVCache, SlotWeights, StaticStep, attend_any
 from softcfg.models.base import (
     ARModel,
     load_state_dict_strict,
@@ -75,11 +75,16 @@ class Attention(nn.Module):
         self.wo = nn.Linear(dim, dim, bias=False)
 
     def forward(
-        self, x: Tensor, rope: Tensor, layer: int, cache: KVCache | None, slot_weights: SlotWeights | None
+        self,
+        x: Tensor,
+        rope: Tensor,
+        layer: int,
+        cache: KVCache | StaticStep | None,
+        slot_weights: SlotWeights | None,
     ) -> Tensor:
         n, length, dim = x.shape
         q, k, v = self.wqkv(x).view(n, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # [N, H, L, hd]
-        out = attend(apply_rope(q, rope), apply_rope(k, rope), v, layer, cache, slot_weights)
+        out = attend_any(apply_rope(q, rope), apply_rope(k, rope), v, layer, cache, slot_weights)
         return self.wo(out.transpose(1, 2).reshape(n, length, dim))
 
 
@@ -156,6 +161,15 @@ class LlamaGen(ARModel):
     ) -> Tensor:
         x = self.generator.tok_embeddings(tokens)[:, None]
         return self.generator(x, self.prefix_len + index, cache, slot_weights)[:, -1]
+
+    def static_decode(self, tokens: Tensor, step: StaticStep) -> Tensor:
+        """``decode`` with static shapes (``softcfg.models.static_decode``): RoPE row by tensor."""
+        g = self.generator
+        x = g.tok_embeddings(tokens)[:, None]
+        rope = g.rope.to(x.device)[step.position]
+        for layer, block in enumerate(g.layers):
+            x = block(x, rope, layer, step, None)
+        return g.output(g.norm(x))[:, -1]
 
     def forward(self, conditions: ClassLabels, tokens: Tensor) -> Tensor:
         x = torch.cat([self._class_token(conditions), self.generator.tok_embeddings(tokens[:, :-1])], dim=1)

@@ -7,11 +7,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from softcfg.models import alitok, llamagen, rar
+from softcfg.models import alitok, llamagen, rar, var
 from softcfg.models.base import ARModel
 from softcfg.models.digits import load_digits_ar
+from softcfg.models.digits_scales import load_digits_scales as load_digits_scales_model
+from softcfg.models.digits_text import load_digits_text as load_digits_text_model
 from softcfg.models.precision import UncondFloat32
 from softcfg.models.registry import get_family
+from softcfg.models.static_decode import enable_static_decode
 from softcfg.options import ConfigError
 
 if TYPE_CHECKING:
@@ -26,6 +29,14 @@ def _overrides(entry: ModelEntry) -> dict[str, int]:
 
 def load_digits(entry: ModelEntry) -> ARModel:
     return load_digits_ar(entry.checkpoint)
+
+
+def load_digits_scales(entry: ModelEntry) -> ARModel:
+    return load_digits_scales_model(entry.checkpoint)
+
+
+def load_digits_text(entry: ModelEntry) -> ARModel:
+    return load_digits_text_model(entry.checkpoint)
 
 
 def load_alitok(entry: ModelEntry) -> ARModel:
@@ -53,6 +64,23 @@ def load_llamagen(entry: ModelEntry) -> ARModel:
     return llamagen.load_llamagen(entry.checkpoint, config, entry.tokenizer, entry.eval_size)
 
 
+def load_var(entry: ModelEntry) -> ARModel:
+    if entry.tokenizer is None:
+        raise ConfigError("model.tokenizer: var needs its VQVAE (vae_ch160v4096z32.pth) to sample at all")
+    base = var.SIZES[entry.size] if entry.size else var.VARConfig(64 * entry.depth, entry.depth, entry.depth)
+    return var.load_var(entry.checkpoint, dataclasses.replace(base, **_overrides(entry)), entry.tokenizer)
+
+
+def load_janus(entry: ModelEntry) -> ARModel:
+    try:  # transformers is the optional t2i extra
+        from softcfg.models import janus
+    except ImportError as exc:
+        raise ConfigError(
+            f"model.family: janus needs transformers (pip install 'softcfg[t2i]'): {exc}"
+        ) from exc
+    return janus.load_janus(entry, DTYPES[entry.dtype])
+
+
 def load_model(entry: ModelEntry) -> ARModel:
     """The family's model from its checkpoint, in eval mode, on the entry's device and dtype, with its
     decode step compiled when the entry asks for it.
@@ -74,14 +102,18 @@ def load_model(entry: ModelEntry) -> ARModel:
     if entry.uncond_fp32 and DTYPES[entry.dtype] != torch.float32:
         model = UncondFloat32(model)
         if entry.compile:  # each row group's decode step, not the split around them
-            compile_decode(model.model)
-            compile_decode(model.uncond_model)
+            compile_decode(model.model, entry.compile)
+            compile_decode(model.uncond_model, entry.compile)
         return model
-    return compile_decode(model) if entry.compile else model
+    return compile_decode(model, entry.compile) if entry.compile else model
 
 
-def compile_decode(model: ARModel) -> ARModel:
-    """torch.compile the one-token decode step. Positions and visible slots change every step, so the
-    graph is dynamic: one compilation serves the whole loop."""
-    model.decode = torch.compile(model.decode, dynamic=True)
-    return model
+def compile_decode(model: ARModel, mode: bool | str = True) -> ARModel:
+    """The decode step as a model entry's ``compile`` asks. ``True``: torch.compile it as it is;
+    positions and visible slots change every step, so the graph is dynamic (one compilation serves the
+    loop) and cannot be captured. ``static``, ``captured``, ``compiled``: the static-shape step
+    (``softcfg.models.static_decode``)."""
+    if mode is True:
+        model.decode = torch.compile(model.decode, dynamic=True)
+        return model
+    return enable_static_decode(model, mode)

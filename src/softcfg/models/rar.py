@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from softcfg.conditioning import ClassLabels
-from softcfg.models.attention import KVCache, SlotWeights, attend
+from softcfg.models.attention import KVCache, SlotWeights, StaticStep, attend_any
 from softcfg.models.base import ARModel, images_to_uint8, load_state_dict_strict, read_checkpoint
 from softcfg.models.maskgit_vq import MaskGitDecoder, load_maskgit_decoder
 from softcfg.options import UserError
@@ -57,12 +57,12 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(
-        self, x: Tensor, layer: int, cache: KVCache | None, slot_weights: SlotWeights | None
+        self, x: Tensor, layer: int, cache: KVCache | StaticStep | None, slot_weights: SlotWeights | None
     ) -> Tensor:
         n, length, dim = x.shape
         q, k, v = self.qkv(x).view(n, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # [N, H, L, hd]
         q, k = self.q_norm(q), self.k_norm(k)
-        out = attend(q, k, v, layer, cache, slot_weights)
+        out = attend_any(q, k, v, layer, cache, slot_weights)
         return self.proj(out.transpose(1, 2).reshape(n, length, dim))
 
 
@@ -115,7 +115,10 @@ class RARGenerator(nn.Module):
 
     def positions(self, start: int, length: int) -> tuple[Tensor, Tensor]:
         """Absolute + target-aware position embeddings [L, D] and timestep embeddings [L, D] of slots."""
-        slots = torch.arange(start, start + length, device=self.pos_embed.device)
+        return self.positions_at(torch.arange(start, start + length, device=self.pos_embed.device))
+
+    def positions_at(self, slots: Tensor) -> tuple[Tensor, Tensor]:
+        """``positions`` of the slots in the long tensor ``slots`` [L] (static decode steps)."""
         target_aware = self.target_aware_pos_embed[0, (slots + 1).clamp_max(NUM_TOKENS + 1)]
         target_aware = target_aware * ((slots >= 1) & (slots <= NUM_TOKENS))[:, None]
         return self.pos_embed[0, slots] + target_aware, self.timesteps_embeddings[0, slots]
@@ -171,6 +174,17 @@ class RAR(ARModel):
         return self.generator(x, cache.context["class_emb"], self.prefix_len + index, cache, slot_weights)[
             :, -1
         ]
+
+    def static_decode(self, tokens: Tensor, step: StaticStep) -> Tensor:
+        """``decode`` with static shapes (``softcfg.models.static_decode``): positions by tensor, the
+        class embedding from the step's context (a captured step reads a fixed copy of it)."""
+        g = self.generator
+        pos, steps = g.positions_at(step.position)
+        x = g.embeddings(tokens)[:, None] + pos
+        c = step.context["class_emb"][:, None] + steps  # [N, 1, D]
+        for layer, block in enumerate(g.blocks):
+            x = block(x, c, layer, step, None)
+        return g.lm_head(g.adaln_before_head(x, c))[:, -1]
 
     def forward(self, conditions: ClassLabels, tokens: Tensor) -> Tensor:
         class_emb = self._class_embedding(conditions)

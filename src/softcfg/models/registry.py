@@ -34,11 +34,28 @@ class Family:
     loader: str  # "package.module:function", function(entry: ModelEntry) -> ARModel
     sizes: tuple[str, ...] = ()  # named upstream sizes; empty: the entry gives dims (or none are needed)
     image_sizes: tuple[int, ...] = ()  # resolutions a model entry must choose from; empty: one, fixed
-    presets: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # size[-px] -> method options
+    presets: Mapping[str, Mapping[str, float | str]] = field(default_factory=dict)  # size[-px] -> options
     paper_name: str = ""  # how the papers' tables name the family (AliTok-XL is "AliTok" size XL)
     paper_rows: Mapping[str, str] = field(default_factory=dict)  # preset key -> Table 1 "generator" column
     extractor: str = "inception"  # the feature extractor that scores its samples (softcfg.metrics)
     trainable: bool = False  # the workflow can train it itself (rule train_generator)
+    conditioning: str = "class"  # its ARModel.conditioning: "text" families sample a prompt set
+    next_scale: bool = False
+    """Its model is a ``NextScaleModel`` (one step per scale): SSG applies to these only."""
+    checkpoint_folder: bool = False
+    """``checkpoint`` is a folder (transformers' ``save_pretrained``) that fixes the architecture too: a
+    size is optional and only checked against it."""
+    batch_sizes: Mapping[str, int] = field(default_factory=dict)
+    """``sampling.batch_size: auto`` per size (``size-px`` for families with several image sizes): the
+    largest power-of-two batch, at most 512, whose doubled-batch KV cache, bf16 conditional and
+    float32 unconditional rows (6 bytes per slot and width per layer for k and v), stays within about
+    half of an 80 GB GPU, the rest left to weights, activations and the logits; README, "GPU
+    throughput"."""
+
+    def batch_size(self, size: str | None, image_size: int | None) -> int | None:
+        """The ``auto`` batch size of a model entry's size, or None where the table has none."""
+        key = f"{size}-{image_size}" if self.image_sizes else size
+        return self.batch_sizes.get(key) if key is not None else None
 
     def load(self, entry: ModelEntry) -> ARModel:
         module, _, function = self.loader.partition(":")
@@ -51,8 +68,25 @@ def _llamagen_preset(cfg_scale: float) -> dict[str, float]:
     return {"gamma": cfg_scale, "k": 0.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 
 
+_JANUS_PRESET = {"gamma": 5.0, "k": 0.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+_VAR_PRESET = {"gamma": 2.5, "schedule": "ramp", "top_k": 900, "top_p": 0.96, "temperature": 1.0}
+
 _BUILTIN = (
     Family("digits", "softcfg.models.loading:load_digits", extractor="digits", trainable=True),
+    Family(
+        "digits_text",
+        "softcfg.models.loading:load_digits_text",
+        extractor="none",  # digit scenes: GenEval-style scoring, not the digits metric suite
+        trainable=True,
+        conditioning="text",
+    ),
+    Family(
+        "digits_scales",
+        "softcfg.models.loading:load_digits_scales",
+        extractor="digits",
+        trainable=True,
+        next_scale=True,
+    ),
     Family(
         "alitok",
         "softcfg.models.loading:load_alitok",
@@ -64,6 +98,7 @@ _BUILTIN = (
             "L": {"gamma": 6.0, "k": 0.7, "temperature": 1.0},
             "XL": {"gamma": 13.0, "k": 1.4, "temperature": 1.0},
         },
+        batch_sizes={"B": 512, "L": 512, "XL": 256},  # KV cache 60 / 80 / 134 MB per image
     ),
     Family(
         "rar",
@@ -77,6 +112,7 @@ _BUILTIN = (
             "XL": {"gamma": 6.9, "k": 1.5, "temperature": 1.02},
             "XXL": {"gamma": 8.0, "k": 1.2, "temperature": 1.02},
         },
+        batch_sizes={"B": 512, "L": 512, "XL": 256, "XXL": 256},  # 57 / 76 / 126 / 174 MB per image
     ),
     Family(
         "llamagen",
@@ -98,6 +134,40 @@ _BUILTIN = (
             "L-256": _llamagen_preset(1.5),
         },
         paper_rows={"L-384": "LlamaGen-L", "3B-384": "LlamaGen-3B"},
+        # KV cache per image: 256 px B 28, L 76 MB; 384 px B 64, L 170, XL 318, XXL 510, 3B 531 MB (3B:
+        # 18.6 GB of bf16 + float32 weights besides)
+        batch_sizes={
+            "B-256": 512,
+            "L-256": 512,
+            "B-384": 512,
+            "L-384": 256,
+            "XL-384": 128,
+            "XXL-384": 64,
+            "3B-384": 64,
+        },
+    ),
+    Family(
+        "var",
+        "softcfg.models.loading:load_var",
+        paper_name="VAR",
+        sizes=("d16", "d20", "d24", "d30"),
+        # VAR's README FID settings at 78b9539 (cfg=1.5, top_k=900, top_p=0.96, more_smooth=False; no
+        # temperature): guidance (1 + t) l_c - t l_u with t = cfg * si / 9, i.e. the ramp up to 1 + cfg.
+        presets={size: _VAR_PRESET for size in ("d16", "d20", "d24", "d30")},
+        next_scale=True,
+    ),
+    Family(
+        "janus",
+        "softcfg.models.loading:load_janus",
+        paper_name="Janus-Pro",
+        sizes=("1B", "7B"),
+        # DeepSeek's generation_inference.py and the Janus-Pro model card (deepseek-ai/Janus, Jan 2025):
+        # cfg_weight=5 (l_u + 5 (l_c - l_u)), temperature=1, plain multinomial sampling (no top-k/top-p),
+        # 576 image tokens at 384 px (the model's own, from its folder).
+        presets={size: _JANUS_PRESET for size in ("1B", "7B")},
+        checkpoint_folder=True,
+        extractor="none",  # text-to-image: exported for the GenEval / DPG-Bench scorers, not Inception
+        conditioning="text",
     ),
 )
 _REGISTRY: dict[str, Family] = {f.name: f for f in _BUILTIN}
@@ -133,7 +203,7 @@ def get_family(name: str, where: str = "model") -> Family:
     return _REGISTRY[name]
 
 
-def presets() -> dict[str, dict[str, float]]:
+def presets() -> dict[str, dict[str, float | str]]:
     """Every ``<family>-<size>`` preset of the registered families."""
     return {
         f"{family.name}-{size}": dict(options)

@@ -3,7 +3,10 @@
 The names a config may ask for live here, so validating a config loads neither pandas nor matplotlib.
 """
 
-TABLES = ("ablation", "target", "paper_systems", "paper_ablation", "paper_target")
+TABLES = (
+    "ablation", "target", "paper_systems", "paper_ablation", "paper_target", "ssg", "ssg_prior", "paper_ssg",
+)  # fmt: skip
 FIGURES = (
     "fid_vs_gamma", "fid_vs_k", "fid_by_confidence", "entropy", "entropy_stepnorm", "timing", "samples",
+    "fid_vs_beta", "confidence_maps",
 )  # fmt: skip

@@ -4,8 +4,11 @@
 diagnostics); ``aggregate`` joins each run's config, metrics record and summary into
 ``metrics.parquet`` (one row per run and metric, with every sweep parameter, the value and its
 confidence interval (``ci_low``, ``ci_high``, ``ci_level``, ``ci_method``, ``ci_resamples``: NaN, null
-and 0 where the metric has none), the number of samples, the seeds and provenance) and ``steps.parquet``
-(one row per run and decode step).
+and 0 where the metric has none), the number of samples, the seeds and provenance), ``steps.parquet``
+(one row per run and decode step) and ``confidence.parquet`` (one row per run, recorded sample, token
+and confidence definition: ``sample``, ``token``, the token's ``grid_row``/``grid_col`` in the image's
+token map (null outside it), ``definition`` and ``value``; the run column ``confidence`` is a SoftCFG
+run's own definition, so the value has another name).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pyarrow.parquet as pq
 
 from softcfg.config import RunConfig
 from softcfg.io.atomic import atomic_path
-from softcfg.methods import method_class, method_names
+from softcfg.methods import SSG, method_class, method_names
 
 # A metric without an interval (KID, accuracy, intervals off, records written before intervals existed).
 NO_INTERVAL = {"ci_low": np.nan, "ci_high": np.nan, "ci_level": np.nan, "ci_method": None, "ci_resamples": 0}
@@ -28,16 +31,20 @@ NO_INTERVAL = {"ci_low": np.nan, "ci_high": np.nan, "ci_level": np.nan, "ci_meth
 
 def option_columns() -> list[str]:
     """Every option of every registered method: the Parquet tables keep one schema whatever was run."""
-    fields = [f for name in method_names() for f in method_class(name).model_fields if f != "name"]
-    return list(dict.fromkeys(fields))
+    fields = [
+        f for name in method_names() for f in method_class(name).model_fields if f not in ("name", "ssg")
+    ]
+    return list(dict.fromkeys(fields)) + [f"ssg_{f}" for f in SSG.model_fields]
 
 
 def run_columns(run: RunConfig) -> dict:
     """The sweep parameters of a run as flat columns; options its method does not have are null."""
     m = run.method
+    dumped = m.model_dump(mode="json", exclude={"name"})
+    ssg = dumped.pop("ssg", None) or {}  # SSG's options as ssg_<option> columns, null without SSG
     options = {
         key: json.dumps(value) if isinstance(value, list | dict) else value
-        for key, value in m.model_dump(mode="json", exclude={"name"}).items()
+        for key, value in {**dumped, **{f"ssg_{k}": v for k, v in ssg.items()}}.items()
     }
     return {
         "run_id": run.run.id,
@@ -60,6 +67,7 @@ def summarize_shards(manifests: list[dict]) -> dict:
     if len(hashes) != 1:
         raise ValueError(f"shards of one run were sampled with different configs: {sorted(hashes)}")
     counts = np.array([m["num_samples"] for m in manifests], dtype=np.float64)
+    maps = next((m for m in manifests if m.get("confidence_maps")), None)  # shard 0's, if recorded
     diagnostics = None
     if all(m.get("diagnostics") for m in manifests):
         diagnostics = {}
@@ -77,12 +85,38 @@ def summarize_shards(manifests: list[dict]) -> dict:
         "git_commit": manifests[0]["git_commit"],
         "versions": manifests[0]["versions"],
         "diagnostics": diagnostics,
+        "confidence_maps": maps and {"grid": maps["token_grid"], "values": maps["confidence_maps"]},
     }
 
 
-def aggregate(entries: list[tuple[RunConfig, dict, dict]]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(run config, metrics record, shard summary) per run -> (metrics table, steps table), sorted."""
-    rows, steps = [], []
+def grid_cells(token: np.ndarray, grid: dict | None) -> dict[str, pd.arrays.IntegerArray]:
+    """``grid_row``/``grid_col`` of each token index in the row-major token map ``grid`` (``offset``,
+    ``height``, ``width``), null outside it and everywhere without one."""
+    position = token - (grid["offset"] if grid else 0)
+    width = grid["width"] if grid else 1
+    inside = (position >= 0) & (position < grid["height"] * width) if grid else np.zeros(token.shape, bool)
+    cells = {"grid_row": position // width, "grid_col": position % width}
+    return {name: pd.arrays.IntegerArray(v.astype(np.int64), ~inside) for name, v in cells.items()}
+
+
+def confidence_rows(columns: dict, maps: dict) -> pd.DataFrame:
+    """A run's recorded confidences (``summarize_shards``' ``confidence_maps``) as rows, one per sample,
+    token and definition."""
+    parts = []
+    for definition, values in sorted(maps["values"].items()):
+        q = np.asarray(values, dtype=np.float64)  # [samples, tokens]
+        sample, token = (a.ravel() for a in np.indices(q.shape))
+        cells = grid_cells(token, maps["grid"])
+        frame = pd.DataFrame({**columns, "sample": sample, "token": token, **cells, "definition": definition})
+        parts.append(frame.assign(value=q.ravel()))
+    return pd.concat(parts, ignore_index=True)
+
+
+def aggregate(
+    entries: list[tuple[RunConfig, dict, dict]],
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(run config, metrics record, shard summary) per run -> (metrics, steps, confidence tables), sorted."""
+    rows, steps, maps = [], [], []
     for run, record, summary in sorted(entries, key=lambda e: e[0].run.id):
         columns = run_columns(run)
         provenance = {
@@ -101,10 +135,13 @@ def aggregate(entries: list[tuple[RunConfig, dict, dict]]) -> tuple[pd.DataFrame
         if summary["diagnostics"]:
             diag = pd.DataFrame(summary["diagnostics"], dtype="float64")
             steps.append(pd.DataFrame({**columns, "step": np.arange(len(diag))}).join(diag))
-    return pd.DataFrame(rows), pd.concat(steps, ignore_index=True) if steps else pd.DataFrame()
+        if summary.get("confidence_maps"):
+            maps.append(confidence_rows(columns, summary["confidence_maps"]))
+    tables = [pd.concat(parts, ignore_index=True) if parts else pd.DataFrame() for parts in (steps, maps)]
+    return pd.DataFrame(rows), *tables
 
 
-def aggregate_results(results: Path, runs: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def aggregate_results(results: Path, runs: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The tables of the given runs from their outputs under ``results`` (all checked to exist first).
 
     Runs are read back from their metric records, without their checkpoints (another machine's files)."""

@@ -1,4 +1,4 @@
-"""The SoftCFG paper's figures, from the Parquet tables (and, for sample grids, from shards).
+"""The SoftCFG paper's figures, from the Parquet tables (and, for sample images, from shards).
 
 - ``fid_vs_gamma``: FID against gamma per method, one line style per k (Fig. 9a);
 - ``fid_vs_k``: FID against the cosine power k per method, one line style per gamma (Fig. 9b);
@@ -8,7 +8,10 @@
 - ``entropy_stepnorm``: the guidance signal's entropy over decoding steps for CFG and SoftCFG with and
   without step normalization at the focus setting (Fig. 7);
 - ``timing``: sampling seconds per image per method (Fig. 8);
-- ``samples``: one row of samples per method at the focus setting.
+- ``samples``: one row of samples per method at the focus setting;
+- ``fid_vs_beta``: FID against SSG's beta per prior on next-scale models, the base methods as lines;
+- ``confidence_maps``: per-token confidence heatmaps of a few samples per method at the focus setting,
+  beside the samples (Fig. 5), from ``confidence.parquet``.
 FID curves carry shaded bands where the metrics table holds an interval (``ci_low``, ``ci_high``). Each
 figure is written as PNG and PDF.
 """
@@ -43,7 +46,8 @@ def _at_focus(frame: pd.DataFrame, gamma: float, k: float) -> pd.DataFrame:
 
 
 def _guided_fid(metrics: pd.DataFrame) -> pd.DataFrame:
-    fid = metrics[(metrics["metric"] == "fid") & metrics["guided"].astype(bool)]
+    """FID of guided runs on values, without SSG (whose runs have their own figure)."""
+    fid = metrics[(metrics["metric"] == "fid") & metrics["guided"].astype(bool) & metrics["ssg_prior"].isna()]
     return fid[fid["target"].isna() | fid["target"].eq("v")]
 
 
@@ -98,6 +102,44 @@ def fid_by_confidence(metrics: pd.DataFrame, gamma: float, k: float) -> plt.Figu
             centre = patch.get_x() + patch.get_width() / 2
             ax.plot([centre, centre], [row["ci_low"], row["ci_high"]], color="black", linewidth=1)
     ax.set(xlabel="confidence definition", ylabel="FID", title=f"γ={gamma:g}, k={k:g}")
+    return fig
+
+
+def fid_vs_beta(metrics: pd.DataFrame) -> plt.Figure:
+    """FID against SSG's beta per prior (hue) and base method (style), one panel per next-scale model;
+    the base methods without SSG as horizontal lines (the SSG paper's beta and prior ablations)."""
+    fid = metrics[(metrics["metric"] == "fid")]
+    ssg = fid[fid["ssg_prior"].notna() & fid["ssg_betas"].isna()]  # beta lists have no x position
+    panels = max(ssg["model"].nunique(), 1)
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
+    if ssg.empty:
+        axes[0, 0].text(0.5, 0.5, "no SSG run", ha="center", va="center")
+        return fig
+    priors = [p for p in ("nearest", "bilinear", "dse") if p in set(ssg["ssg_prior"])]
+    palette = dict(zip(priors, sns.color_palette(n_colors=len(priors)), strict=True))
+    for ax, model in zip(axes[0], sorted(ssg["model"].unique()), strict=True):
+        data = ssg[ssg["model"] == model]
+        sns.lineplot(
+            data=data, x="ssg_beta", y="value", hue="ssg_prior", style="method", markers=True, ax=ax,
+            errorbar=None, palette=palette, hue_order=priors,
+        )  # fmt: skip
+        bands = data.dropna(subset=["ci_low", "ci_high"])
+        for (prior, _), line in bands.groupby(["ssg_prior", "method"]):
+            line = line.groupby("ssg_beta")[["ci_low", "ci_high"]].mean().reset_index()
+            ax.fill_between(
+                line["ssg_beta"],
+                line["ci_low"],
+                line["ci_high"],
+                color=palette[prior],
+                alpha=0.12,
+                linewidth=0,
+            )
+        base = fid[(fid["model"] == model) & fid["ssg_prior"].isna()]
+        for (method, gamma), rows in base.groupby(["method", "gamma"], dropna=False):
+            label = method if pd.isna(gamma) else f"{method} γ={gamma:g}"
+            ax.axhline(rows["value"].mean(), color="gray", linestyle=":", linewidth=1)
+            ax.annotate(label, (1.0, rows["value"].mean()), xycoords=("axes fraction", "data"), fontsize=7)
+        ax.set(title=model, xlabel="SSG β", ylabel=f"FID ({fid['extractor'].iloc[0].split('@')[0]} features)")
     return fig
 
 
@@ -159,4 +201,60 @@ def sample_grid(rows: dict[str, np.ndarray], per_row: int = 20) -> plt.Figure:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    return fig
+
+
+def _focus_maps(confidence: pd.DataFrame, gamma: float, k: float) -> pd.DataFrame:
+    """``cond_max`` confidences of the image's token map, for unguided runs and guided ones at the focus."""
+    data = confidence[confidence["definition"].eq("cond_max") & confidence["grid_row"].notna()]
+    guided = data["guided"].astype(bool)
+    return pd.concat([data[~guided], _at_focus(data[guided], gamma, k)])
+
+
+def confidence_maps(
+    confidence: pd.DataFrame,
+    gamma: float,
+    k: float,
+    images: dict[str, np.ndarray] | None = None,
+    per_row: int = 4,
+) -> plt.Figure:
+    """Per (model, method) a row of per-token ``cond_max`` heatmaps of the recorded samples on one colour
+    scale (Fig. 5), each beside its image where ``images`` (run id -> shard 0's images) has the run.
+
+    A method's run is one whose images are given, else its first run id; tokens outside the image's
+    token map (AliTok's 1D tokens, VAR's coarser scales) are not drawn."""
+    images = images or {}
+    data = _focus_maps(confidence, gamma, k)
+    if data.empty:
+        fig, ax = plt.subplots(figsize=(5, 1))
+        ax.text(0.5, 0.5, "no confidence maps recorded for a token grid at the focus", ha="center")
+        ax.set_axis_off()
+        return fig
+    rows = []
+    for (model, method), runs in data.groupby(["model", "method"], sort=True):
+        ids = sorted(runs["run_id"].unique(), key=lambda r: (r not in images, r))
+        run = runs[runs["run_id"] == ids[0]]
+        rows.append((f"{model}\n{method}", ids[0], run))
+    panels = 2 if any(run_id in images for _, run_id, _ in rows) else 1
+    vmin, vmax = data["value"].min(), data["value"].max()
+    fig, axes = plt.subplots(
+        len(rows), per_row * panels, figsize=(1.3 * per_row * panels + 1, 1.4 * len(rows)), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.set_axis_off()
+    drawn = None
+    for r, (label, run_id, run) in enumerate(rows):
+        for s, (sample, cells) in enumerate(list(run.groupby("sample", sort=True))[:per_row]):
+            heat = np.full((int(cells["grid_row"].max()) + 1, int(cells["grid_col"].max()) + 1), np.nan)
+            heat[cells["grid_row"].astype(int), cells["grid_col"].astype(int)] = cells["value"]
+            ax = axes[r, s * panels + panels - 1]
+            drawn = ax.imshow(heat, cmap="viridis", vmin=vmin, vmax=vmax, interpolation="nearest")
+            if run_id in images and panels == 2:
+                axes[r, s * panels].imshow(images[run_id][sample], interpolation="nearest")
+        axes[r, 0].set_axis_on()
+        axes[r, 0].set_xticks([])
+        axes[r, 0].set_yticks([])
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.colorbar(drawn, ax=axes.ravel().tolist(), shrink=0.8, label="max softmax(l_c / T)")
+    fig.suptitle(f"token confidence, γ={gamma:g}, k={k:g}")
     return fig

@@ -1,11 +1,12 @@
-"""The SoftCFG paper's tables beside ours: every published row with our value and the difference where
+"""The papers' tables beside ours: every published row with our value and the difference where
 a run of ours has the row's model and setting, and marked where none has.
 
 Published numbers: ``paper_data/*.csv`` (the paper's Tables 1-3; README there). A run of ours is named
 as the paper names models, ``<family paper name>-<size>`` (``AliTok-XL``), and its method by the paper's
-kinds: ``baseline`` (no guidance), ``cfg`` (cosine schedule), ``softcfg`` (SoftCFG without step
-normalization) and ``softcfg+stepnorm``; Tables 1 and 2 take SoftCFG's default target (values) only. A
-row matches on exactly that model, kind and setting:
+kinds: ``baseline`` (no guidance), ``cfg`` (cosine schedule; ``cfg:<schedule>`` otherwise), ``softcfg``
+(SoftCFG without step normalization) and ``softcfg+stepnorm``, each with ``+ssg`` when SSG is on; Tables
+1 and 2 take SoftCFG's default target (values) only. A row matches on exactly that model, kind and
+setting:
 
 - Table 1 (system comparison): ``<model>`` is CFG and ``<model>+SoftCFG`` SoftCFG + step norm, each at
   its family's preset for that size (``preset: <family>-<size>``: gamma, k and temperature exactly); an
@@ -15,6 +16,8 @@ row matches on exactly that model, kind and setting:
   best-FID run of that kind (the ablation table's ``+opt`` rows).
 - Table 3 (perturbation target): SoftCFG + step norm on values, keys or both at gamma 13, k 1.4, the
   setting of the paper's ablations unless noted (its Table 2 caption).
+- The SSG paper's VAR table: ``baseline`` is CFG at VAR's preset, ``ssg`` the same plus SSG with the DSE
+  prior at our best-FID beta.
 """
 
 from __future__ import annotations
@@ -41,12 +44,14 @@ def published(name: str) -> pd.DataFrame:
 
 def kind(row: pd.Series) -> str | None:
     """The paper's name for the method of one of our rows (None: a method the paper does not report)."""
+    ssg = "" if pd.isna(row.get("ssg_prior")) else "+ssg"
     if not row["guided"]:
-        return "baseline"
-    if row["method_name"] == "cfg" and row.get("schedule", "cosine") == "cosine":
-        return "cfg"
+        return "baseline" + ssg
+    if row["method_name"] == "cfg":  # the SoftCFG tables' CFG has the cosine schedule; VAR's ramps
+        schedule = row.get("schedule", "cosine")
+        return ("cfg" if schedule == "cosine" else f"cfg:{schedule}") + ssg
     if row["method_name"] == "softcfg":
-        return "softcfg+stepnorm" if row["step_norm"] else "softcfg"
+        return ("softcfg+stepnorm" if row["step_norm"] else "softcfg") + ssg
     return None
 
 
@@ -95,9 +100,15 @@ def _at_preset(run: pd.Series, model: str) -> bool:
         return False
     name = family.paper_rows.get(preset) if family.paper_rows else run["paper_model"]
     return name == model and all(
-        key in run and not pd.isna(run[key]) and math.isclose(run[key], value)
-        for key, value in family.presets[preset].items()
+        key in run and _same(run[key], value) for key, value in family.presets[preset].items()
     )
+
+
+def _same(ours: object, preset: object) -> bool:
+    """A run's option equals a preset's: numbers within float noise, names (a schedule) exactly."""
+    if isinstance(preset, str):
+        return ours == preset
+    return isinstance(ours, int | float) and not pd.isna(ours) and math.isclose(ours, preset)
 
 
 def _table1(row: pd.Series, ours: pd.DataFrame) -> pd.DataFrame:
@@ -127,11 +138,30 @@ def _table3(row: pd.Series, ours: pd.DataFrame) -> pd.DataFrame:
     return soft[soft["target"].eq(row["target"]) & _close(soft["gamma"], gamma) & _close(soft["k"], k)]
 
 
+def _ssg(row: pd.Series, ours: pd.DataFrame) -> pd.DataFrame:
+    """The SSG paper's VAR rows: ``baseline`` is CFG at the family's preset (VAR's own FID settings, the
+    SSG authors' reruns), ``ssg`` the same with SSG's DSE prior at our best-FID beta (the paper's beta is
+    not published)."""
+    runs = ours[ours["kind"].eq("cfg:ramp" if row["method"] == "baseline" else "cfg:ramp+ssg")]
+    runs = runs[
+        pd.Series([_at_preset(run, row["model"]) for _, run in runs.iterrows()], runs.index, dtype=bool)
+    ]
+    if row["method"] == "ssg":
+        runs = runs[runs["ssg_prior"].eq("dse")]
+        return (
+            runs.loc[[runs["fid"].idxmin()]]
+            if not runs.empty and runs["fid"].notna().any()
+            else runs.iloc[:0]
+        )
+    return runs
+
+
 # name -> (published table, its identifying columns, the rows of ours matching a published row)
 PAPER_TABLES: dict[str, tuple[str, list[str], Callable[[pd.Series, pd.DataFrame], pd.DataFrame]]] = {
     "paper_systems": ("softcfg_table1_imagenet256", ["generator"], _table1),
     "paper_ablation": ("softcfg_table2_ablation", ["model", "method", "gamma", "k"], _table2),
     "paper_target": ("softcfg_table3_perturb_target", ["model", "target"], _table3),
+    "paper_ssg": ("ssg_imagenet256", ["model", "method"], _ssg),
 }
 
 

@@ -3,7 +3,10 @@
 - ablation (Table 2 layout): none / CFG / SoftCFG / SoftCFG + step norm at the focus (gamma, k), then each
   guided method at its best-FID (gamma, k) over the grid ("opt" rows);
 - target (Table 3 layout): SoftCFG + step norm perturbing values, keys or both at the focus setting;
-- paper_systems, paper_ablation, paper_target: the paper's Tables 1-3 beside ours (``paper``).
+- paper_systems, paper_ablation, paper_target: the paper's Tables 1-3 beside ours (``paper``);
+- ssg (the SSG paper's layout): each next-scale base setting without and with SSG (DSE, best beta);
+- ssg_prior: no SSG and SSG with each prior (nearest, bilinear, DSE) at each beta;
+- paper_ssg: the SSG paper's VAR table beside ours.
 Values are means over seeds, shown ``value ± h`` where the runs have intervals (h: the interval's
 half-width, averaged over seeds).
 """
@@ -28,9 +31,10 @@ COLUMNS = {
 
 
 def _wide(metrics: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, method, gamma, k), metric columns averaged over seeds, and ``<metric>_pm``:
+    """One row per setting (model, method, gamma, k, SSG), metrics averaged over seeds, and ``<metric>_pm``:
     the half-width of the metric's interval (averaged over seeds) where the table holds one."""
-    keys = ["model", "method", "method_name", "guided", "gamma", "k", "target", "step_norm"]
+    keys = ["model", "family", "method", "method_name", "guided", "gamma", "k", "target", "step_norm"]
+    keys += ["ssg_prior", "ssg_beta", "ssg_betas"]
     frame = metrics.pivot_table(index=keys, columns="metric", values="value", aggfunc="mean", dropna=False)
     if {"ci_low", "ci_high"} <= set(metrics.columns):
         half = metrics.assign(pm=(metrics["ci_high"] - metrics["ci_low"]) / 2)
@@ -49,7 +53,7 @@ def _rank(name: str) -> int:
 
 def _method_sort(frame: pd.DataFrame) -> pd.DataFrame:
     """Methods by kind (none, cfg, softcfg, ...), step norm after its method, then by sweep name."""
-    order = frame["method_name"].map(_rank) * 2 + frame["step_norm"].fillna(False).astype(int)
+    order = frame["method_name"].map(_rank) * 2 + frame["step_norm"].eq(True).astype(int)
     return frame.assign(_order=order).sort_values(["model", "_order", "method"]).drop(columns="_order")
 
 
@@ -59,8 +63,13 @@ def _at(frame: pd.DataFrame, gamma: float, k: float) -> pd.DataFrame:
     return frame[unguided | at_focus]
 
 
+def _without_ssg(wide: pd.DataFrame) -> pd.DataFrame:
+    """Runs without SSG: the SoftCFG tables' rows (SSG runs have their own tables)."""
+    return wide[wide["ssg_prior"].isna()]
+
+
 def ablation_table(metrics: pd.DataFrame, gamma: float, k: float) -> pd.DataFrame:
-    wide = _wide(metrics)
+    wide = _without_ssg(_wide(metrics))
     wide = wide[wide["target"].isna() | wide["target"].eq("v")]
     focus = _method_sort(_at(wide, gamma, k))
     guided = wide[wide["guided"].astype(bool)]
@@ -74,9 +83,56 @@ def ablation_table(metrics: pd.DataFrame, gamma: float, k: float) -> pd.DataFram
 
 
 def target_table(metrics: pd.DataFrame, gamma: float, k: float) -> pd.DataFrame:
-    wide = _wide(metrics)
+    wide = _without_ssg(_wide(metrics))
     soft = wide[(wide["method_name"] == "softcfg") & wide["step_norm"].eq(True)]
     return _at(soft, gamma, k).sort_values(["model", "target", "method"], ignore_index=True)
+
+
+PRIOR_ORDER = {"nearest": 1, "bilinear": 2, "dse": 3}  # no SSG (0) first, as in the SSG ablation
+
+
+def _next_scale(wide: pd.DataFrame) -> pd.DataFrame:
+    """Rows of next-scale models (the only ones SSG applies to), labelled by SSG prior and beta."""
+    from softcfg.models.registry import get_family
+
+    scales = wide[wide["family"].map(lambda f: get_family(f).next_scale)]
+    return scales.assign(prior=scales["ssg_prior"].fillna("none"), beta=scales.apply(_beta_label, axis=1))
+
+
+def _beta_label(row: pd.Series) -> str:
+    """beta as a run names it: the number, the per-scale list, or a dash without SSG."""
+    if pd.isna(row["ssg_prior"]):
+        return "–"
+    return str(row["ssg_betas"]) if isinstance(row["ssg_betas"], str) else f"{row['ssg_beta']:g}"
+
+
+def _ssg_sort(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:  # no next-scale model in the sweep
+        return frame
+    order = frame["method_name"].map(_rank) * 2 + frame["step_norm"].eq(True).astype(int)
+    return (
+        frame.assign(_order=order, _prior=frame["prior"].map(PRIOR_ORDER).fillna(0))
+        .sort_values(["model", "_order", "gamma", "k", "_prior", "ssg_beta", "method"])
+        .drop(columns=["_order", "_prior"])
+    )
+
+
+def ssg_prior_table(metrics: pd.DataFrame, gamma: float, k: float) -> pd.DataFrame:
+    """Every next-scale run: no SSG, then SSG with the nearest, bilinear and DSE priors at each beta."""
+    return _ssg_sort(_next_scale(_wide(metrics)))
+
+
+def ssg_table(metrics: pd.DataFrame, gamma: float, k: float) -> pd.DataFrame:
+    """The SSG paper's layout: each next-scale base setting without SSG, then with SSG (DSE prior) at its
+    best-FID beta ("+opt": beta chosen on the same samples, an optimistic number, as the paper's tuning)."""
+    wide = _next_scale(_wide(metrics))
+    base = wide[wide["ssg_prior"].isna()]
+    dse = wide[wide["ssg_prior"].eq("dse")]
+    if "fid" in dse and not dse.empty:
+        keys = ["model", "method_name", "step_norm", "gamma", "k"]
+        dse = dse.loc[dse.groupby(keys, dropna=False)["fid"].idxmin()]
+        dse = dse.assign(method=dse["method"] + " +opt")
+    return _ssg_sort(pd.concat([base, dse], ignore_index=True))
 
 
 def number(v: float | None, digits: int = 3) -> str:
@@ -92,6 +148,7 @@ def _cells(frame: pd.DataFrame, lead: list[str]) -> tuple[list[str], list[list[s
         return number(r[metric]) + pm
 
     header = [*lead, "γ", "k", *(COLUMNS[c] for c in metrics), "seeds"]
+    header = [{"beta": "β"}.get(h, h) for h in header]
     rows = [
         [*(str(r[c]) for c in lead), number(r["gamma"], 2), number(r["k"], 2),
          *(value(r, c) for c in metrics), str(int(r["seeds"]))]
@@ -111,6 +168,7 @@ TEX = {
     "↑": r"$\uparrow$",
     "γ": r"$\gamma$",
     "±": r"$\pm$",
+    "β": r"$\beta$",
     "Δ": r"$\Delta$",
     "–": "--",
 }
@@ -155,4 +213,7 @@ RENDERERS: dict[str, Renderer] = {
     "paper_systems": _paper("paper_systems"),
     "paper_ablation": _paper("paper_ablation"),
     "paper_target": _paper("paper_target"),
+    "ssg": _ours(ssg_table, ["model", "method", "prior", "beta"]),
+    "ssg_prior": _ours(ssg_prior_table, ["model", "method", "prior", "beta"]),
+    "paper_ssg": _paper("paper_ssg"),
 }

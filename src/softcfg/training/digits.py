@@ -11,6 +11,7 @@ import copy
 import math
 import time
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +19,11 @@ from torch import Tensor
 
 from softcfg.conditioning import ClassLabels
 from softcfg.data.digits import DigitsSplit, tokens_to_uint8_images, uint8_images_to_gray
+from softcfg.models.base import ARModel
 from softcfg.models.digits import DigitsAR, DigitsARConfig
 from softcfg.models.digits_classifier import DigitsClassifier
+
+Model = TypeVar("Model", bound=ARModel)
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class ARTraining:
 
 
 @torch.no_grad()
-def ar_loss(model: DigitsAR, tokens: Tensor, labels: Tensor) -> float:
+def ar_loss(model: ARModel, tokens: Tensor, labels: Tensor) -> float:
     """Mean per-token cross-entropy (nats) of the conditional model, in eval mode."""
     was_training = model.training
     model.eval()
@@ -48,7 +52,15 @@ def train_digits_ar(
 ) -> tuple[DigitsAR, dict]:
     """AdamW with cosine decay; labels replaced by the null class with probability ``label_dropout``."""
     torch.manual_seed(seed)
-    model = DigitsAR(config)
+    return fit_generator(DigitsAR(config), split, training, seed, asdict(config))
+
+
+def fit_generator(
+    model: Model, split: DigitsSplit, training: ARTraining, seed: int, config: dict
+) -> tuple[Model, dict]:
+    """Train ``model`` (freshly built after ``torch.manual_seed(seed)``) on the tokens of ``split``, which
+    its teacher-forced forward predicts; keeps the parameters of the lowest held-out loss. Shared by the
+    next-token and the next-scale digits models (``training.digits_scales``)."""
     opt = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / training.steps))
@@ -78,7 +90,7 @@ def train_digits_ar(
     model.load_state_dict(best[2])
     model.eval()
     report = {
-        "config": asdict(config),
+        "config": config,
         "best_step": best[1],
         "train_loss": ar_loss(model, split.train_tokens, split.train_labels),
         "heldout_loss": best[0],

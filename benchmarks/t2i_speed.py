@@ -1,0 +1,130 @@
+"""SoftCFG's cost over CFG on a text-to-image model through the transformers attention hook.
+
+A random model shaped like Janus-Pro-1B's generation path (``--size 7B`` for the 7B; language model,
+generation embedding and head, 16384 codes; a one-layer vision encoder and a small VQ decoder, which
+sampling does not run) samples ``--batch`` prompts of ``--prompt-len`` tokens with the ``janus-<size>``
+preset's CFG and with SoftCFG (step-normalized, values), in turn, round after round (the order reversed
+every round, so drifts in machine speed hit both alike). Only the first ``--tokens`` of the 576 image
+tokens are generated, to keep a CPU run to a couple of minutes, and only the decode steps are timed
+(prefill is the same for both, and 576 steps dwarf it). Prints the median and minimum time per method, the
+quartiles of the per-round SoftCFG/CFG ratios (the machine's noise) and, last, their median.
+
+    python benchmarks/t2i_speed.py [--size 1B|7B] [--tokens 8] [--batch 1] [--rounds 5]
+        [--prompt-len 32] [--device cpu|cuda] [--dtype fp32|bf16] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from transformers import JanusConfig, JanusForConditionalGeneration
+
+from softcfg.conditioning import Prompts
+from softcfg.methods import parse_method
+from softcfg.models.janus import SIZES, JanusPro
+from softcfg.models.loading import DTYPES
+from softcfg.sampling.next_token import generate
+
+# the Janus-Pro language models (deepseek-community configs): heads, MLP width; vocabulary 102400
+SHAPES = {"1B": (16, 5632), "7B": (32, 11008)}
+BOS, PAD, BOI = 100000, 100002, 100016
+
+
+def random_janus(size: str) -> JanusForConditionalGeneration:
+    heads, mlp = SHAPES[size]
+    config = JanusConfig(
+        text_config={
+            "model_type": "llama",
+            "vocab_size": 102400,
+            "num_attention_heads": heads,
+            "num_key_value_heads": heads,
+            "intermediate_size": mlp,
+            "rms_norm_eps": 1e-6,
+            **SIZES[size],
+        },
+        vision_config={"num_hidden_layers": 1, "projection_dim": SIZES[size]["hidden_size"]},
+        vq_config={
+            "base_channels": 32,
+            "channel_multiplier": [1, 1, 1, 1, 1],
+            "num_res_blocks": 1,
+            "latent_channels": 32,
+            "projection_dim": SIZES[size]["hidden_size"],
+            "image_token_embed_dim": SIZES[size]["hidden_size"],
+        },
+    )
+    return JanusForConditionalGeneration(config)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="1B")
+    parser.add_argument("--tokens", type=int, default=8, help="image tokens generated (of 576)")
+    parser.add_argument("--batch", type=int, default=1, help="prompts (the model runs twice as many rows)")
+    parser.add_argument("--prompt-len", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1: no OpenMP stalls on a busy machine)"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    torch.manual_seed(0)
+    hf = random_janus(args.size).to(device=args.device, dtype=DTYPES[args.dtype])
+    model = JanusPro(hf, None, BOS, PAD, BOI)
+    model.num_tokens = min(args.tokens, model.num_tokens)
+    ids = torch.randint(0, 100000, (args.batch, args.prompt_len))
+    ids[:, 0], ids[:, -1] = BOS, BOI
+    prompts = Prompts(ids, torch.ones_like(ids, dtype=torch.bool), ("",) * args.batch)
+    preset = {"preset": f"janus-{args.size}"}
+    methods = {
+        "cfg": parse_method({"name": "cfg", **preset}),
+        "softcfg": parse_method({"name": "softcfg", **preset}),
+    }
+
+    def sync() -> None:
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def run(name: str) -> float:
+        """Seconds of the decode steps: from token 0 (chosen after prefill) to the last token."""
+        generator = torch.Generator(device=args.device).manual_seed(0)
+        first: list[float] = []
+
+        def after_first_token(step: int, seen: object, weights: object) -> None:
+            if step == 0:
+                sync()
+                first.append(time.perf_counter())
+
+        generate(model, prompts, methods[name], generator, observers=[after_first_token])
+        sync()
+        return time.perf_counter() - first[0]
+
+    for name in methods:  # warm-up
+        run(name)
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    order = list(methods)
+    for _ in range(args.rounds):
+        for name in order:
+            times[name].append(run(name))
+        order.reverse()
+
+    rows = 2 * args.batch
+    print(f"Janus-Pro-{args.size}-shaped, {rows} rows, prompt {args.prompt_len}, {model.num_tokens} tokens")
+    steps = model.num_tokens - 1
+    for name, seconds in times.items():
+        print(f"{name:8s} {steps} decode steps: median {statistics.median(seconds):.3f} s", end="")
+        print(f" ({1000 * statistics.median(seconds) / steps:.1f} ms/step), min {min(seconds):.3f} s")
+    ratios = [s / c for s, c in zip(times["softcfg"], times["cfg"], strict=True)]
+    if len(ratios) >= 2:
+        q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+        print(f"per-round ratio quartiles {q1:.3f} .. {q3:.3f}")
+    print(f"ratio softcfg/cfg {statistics.median(ratios):.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""The embedded text-conditioned model: a GPT over digit scenes (``softcfg.data.scenes``) prompted by
+captions of the template grammar (``softcfg.data.captions``).
+
+The sequence is [prompt (left-padded to a fixed length), x_0 .. x_{T-2}]: the prefix always has
+``prefix_len`` slots, so the cache can be sized before prefill and every row predicts token 0 from the
+same slot. Padding is an ordinary token the model was trained with (no attention mask, so the shared
+attention helpers, where SoftCFG's weights enter, serve it unchanged); the unconditional prompt is BOS
+alone, which training shows in place of the caption with probability ``prompt_dropout``. Size and
+training length were chosen by held-out loss (``benchmarks/digits_text_model_selection.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from softcfg.conditioning import Conditions, Prompts
+from softcfg.data.captions import WordTokenizer
+from softcfg.data.scenes import CODEBOOK_SIZE, NUM_TOKENS, PATCH, VOCAB_SIZE, tokens_to_images
+from softcfg.models.attention import KVCache, SlotWeights
+from softcfg.models.base import ARModel, load_state_dict_strict, read_checkpoint
+from softcfg.models.gpt import Block
+from softcfg.options import UserError
+
+
+@dataclass(frozen=True)
+class DigitsTextConfig:
+    dim: int = 64
+    depth: int = 3
+    heads: int = 4
+    dropout: float = 0.0
+
+
+class DigitsTextGPT(ARModel):
+    """Prompt-prefixed GPT; ``prompts`` tokenizes, ``unconditional`` gives BOS-only rows. The word
+    tokenizer is ``words`` (``tokenizer`` names an image decoder in the other families)."""
+
+    conditioning = "text"
+    num_classes = 0
+    null_class = -1
+
+    def __init__(self, config: DigitsTextConfig, tokenizer: WordTokenizer | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.words = tokenizer or WordTokenizer()
+        self.vocab_size, self.num_tokens = VOCAB_SIZE, NUM_TOKENS
+        self.prefix_len = self.words.max_len
+        dim = config.dim
+        self.word_embedding = nn.Embedding(self.words.vocab_size, dim)
+        self.token_embedding = nn.Embedding(VOCAB_SIZE, dim)
+        self.position_embedding = nn.Parameter(torch.randn(self.num_slots, dim) * 0.02)
+        self.blocks = nn.ModuleList(Block(dim, config.heads, config.dropout) for _ in range(config.depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, VOCAB_SIZE)
+        # the patch codebook (``softcfg.data.scenes.fit_codebook``), set by training, saved with the weights
+        self.register_buffer("codebook", torch.zeros(CODEBOOK_SIZE, PATCH * PATCH, dtype=torch.long))
+
+    def token_grid(self) -> None:
+        """None: each cell's header token interrupts its patches, so no token range is the image's map."""
+        return None
+
+    def prompts(self, texts: Sequence[str]) -> Prompts:
+        """Tokenized prompts; a word outside the grammar's vocabulary is a UserError naming it."""
+        return self.words.encode(texts)
+
+    def unconditional(self, conditions: Conditions) -> Prompts:
+        """The empty prompt (BOS alone) for each row."""
+        return self.words.encode([""] * len(conditions))
+
+    def prefix_ids(self, prompts: Prompts) -> Tensor:
+        """Ids [N, prefix_len]: left-padded (or stripped of all-padding columns) to the fixed length."""
+        if not isinstance(prompts, Prompts):
+            raise UserError(f"{type(self).__name__} is text-conditioned; got {type(prompts).__name__}")
+        ids = prompts.ids.masked_fill(~prompts.mask, 0)
+        surplus = ids.shape[1] - self.prefix_len
+        if surplus > 0:
+            if ids[:, :surplus].any():
+                raise UserError(f"a prompt is longer than the model's {self.prefix_len} tokens")
+            return ids[:, surplus:]
+        return F.pad(ids, (-surplus, 0), value=0)
+
+    def _run(
+        self, x: Tensor, start: int, cache: KVCache | None, slot_weights: SlotWeights | None = None
+    ) -> Tensor:
+        x = x + self.position_embedding[start : start + x.shape[1]]
+        for layer, block in enumerate(self.blocks):
+            x = block(x, layer, cache, slot_weights)
+        if cache is not None:
+            cache.advance(x.shape[1])
+        return self.head(self.norm(x))
+
+    def new_cache(self, batch: int) -> KVCache:
+        p = next(self.parameters())
+        c = self.config
+        return KVCache(c.depth, batch, c.heads, self.num_slots, c.dim // c.heads, p.dtype, p.device)
+
+    def prefill(self, conditions: Prompts, cache: KVCache) -> Tensor:
+        return self._run(self.word_embedding(self.prefix_ids(conditions)), 0, cache)[:, -1]
+
+    def decode(
+        self, tokens: Tensor, index: int, cache: KVCache, slot_weights: SlotWeights | None = None
+    ) -> Tensor:
+        x = self.token_embedding(tokens)[:, None]
+        return self._run(x, self.prefix_len + index, cache, slot_weights)[:, -1]
+
+    def forward(self, conditions: Prompts, tokens: Tensor) -> Tensor:
+        prefix = self.word_embedding(self.prefix_ids(conditions))
+        x = torch.cat([prefix, self.token_embedding(tokens[:, :-1])], dim=1)
+        return self._run(x, 0, None)[:, self.prefix_len - 1 :]
+
+    def decode_images(self, tokens: Tensor) -> Tensor:
+        return tokens_to_images(tokens, self.codebook)
+
+
+def save_digits_text(model: DigitsTextGPT, path: str | Path, extra: dict | None = None) -> None:
+    """Weights, dimensions and the vocabulary (ids are positions in it)."""
+    torch.save(
+        {
+            "config": asdict(model.config),
+            "vocab": list(model.words.vocab[2:]),
+            "max_words": model.words.max_words,
+            "state_dict": model.state_dict(),
+            **(extra or {}),
+        },
+        path,
+    )
+
+
+def load_digits_text(path: str | Path) -> DigitsTextGPT:
+    """Rebuild the model and its tokenizer from the checkpoint and load the weights strictly."""
+    ckpt = read_checkpoint(path)
+    keys = ("config", "vocab", "max_words", "state_dict")
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys):
+        raise UserError(f"checkpoint {path} is not a digits_text checkpoint (needs {', '.join(keys)})")
+    try:
+        config = DigitsTextConfig(**ckpt["config"])
+    except TypeError as exc:
+        raise UserError(f"checkpoint {path}: bad 'config' entry: {exc}") from exc
+    model = DigitsTextGPT(config, WordTokenizer(tuple(ckpt["vocab"]), int(ckpt["max_words"])))
+    load_state_dict_strict(model, ckpt["state_dict"], path)
+    return model.eval()

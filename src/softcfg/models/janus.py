@@ -1,0 +1,241 @@
+"""Janus-Pro text-to-image: transformers' ``JanusForConditionalGeneration`` driven by the project's loop.
+
+Facts from transformers' Janus image generation (``generate(generation_mode="image")``) and DeepSeek's
+``generation_inference.py``: the prompt is the chat template's user turn plus the begin-of-image token
+(the processor's ``generation_mode="image"``), left-padded; an unconditional row is its prompt with every
+token but BOS and begin-of-image replaced by the pad token, keeping the prompt's attention mask; image
+tokens enter through ``generation_embeddings`` + ``generation_aligner`` and are predicted by
+``generation_head`` from the language model's last hidden state; the VQ decoder's output x maps to pixels
+as clip((x + 1) / 2 * 255), cast to uint8 by truncation.
+
+Slots: the padded prompt fills cache positions 0..P-1 (``prefix_len`` = P, set in ``prefill``), image
+token i sits at P + i, so the sampler's per-slot weights are the cache positions' weights as they are.
+The language model's attention runs through ``softcfg.models.hf_attention``; its cache is a static one
+of P + T - 1 positions, allocated in ``prefill`` once P is known. Positions are the cache positions, as
+in transformers' loop (left padding shifts a row's positions uniformly, which RoPE does not see).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+from transformers import (
+    AutoConfig,
+    AutoProcessor,
+    GenerationConfig,
+    JanusForConditionalGeneration,
+    ProcessorMixin,
+    StaticCache,
+)
+
+from softcfg.conditioning import Conditions, Prompts
+from softcfg.models.attention import SlotWeights
+from softcfg.models.base import ARModel, images_to_uint8
+from softcfg.models.hf_attention import use_softcfg_attention
+from softcfg.options import ConfigError, UserError
+
+if TYPE_CHECKING:
+    from softcfg.config import ModelEntry
+
+# Janus-Pro-1B / -7B (deepseek-community conversions): language model width and depth, 384 px, 576 tokens
+SIZES = {
+    "1B": {"hidden_size": 2048, "num_hidden_layers": 24},
+    "7B": {"hidden_size": 4096, "num_hidden_layers": 30},
+}
+IMAGE_SIZE, IMAGE_TOKENS = 384, 576
+
+
+@dataclass
+class JanusCache:
+    """The rows' static cache and attention mask, allocated by ``prefill`` once the prompt length is known.
+
+    ``mask`` [rows, P + T - 1]: the prompts' mask, then ones over the image slots (future slots are the
+    causal mask's business); ``positions`` [1, P + T - 1]: the cache positions.
+    """
+
+    rows: int
+    static: StaticCache | None = None
+    mask: Tensor | None = None
+    positions: Tensor | None = None
+
+
+class JanusPro(ARModel):
+    """The adapter: prompts through the processor's chat template, image tokens through the generation
+    embedding and head, images through the VQ decoder."""
+
+    conditioning = "text"
+
+    def __init__(
+        self,
+        hf: JanusForConditionalGeneration,
+        processor: ProcessorMixin | None,
+        bos_id: int,
+        pad_id: int,
+        boi_id: int,
+    ) -> None:
+        super().__init__()
+        self.hf = hf.eval()
+        use_softcfg_attention(self.language_model)
+        self.processor = processor
+        self.bos_id, self.pad_id, self.boi_id = bos_id, pad_id, boi_id
+        self.num_tokens = hf.config.vision_config.num_image_tokens
+        self.vocab_size = hf.config.vq_config.num_embeddings
+        self.prefix_len = 0  # the batch's padded prompt length, set by prefill
+
+    @property
+    def language_model(self) -> torch.nn.Module:
+        return self.hf.model.language_model
+
+    def prompts(self, texts: Sequence[str]) -> Prompts:
+        """Each text as the user turn of the chat template, then begin-of-image; left-padded."""
+        chats = [
+            self.processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "text", "text": text}]}], add_generation_prompt=True
+            )
+            for text in texts
+        ]
+        encoded = self.processor(text=chats, generation_mode="image", padding=True, return_tensors="pt")
+        return Prompts(encoded["input_ids"].long(), encoded["attention_mask"].bool(), tuple(texts))
+
+    def unconditional(self, conditions: Conditions) -> Prompts:
+        """Every prompt token but BOS and begin-of-image replaced by the pad token, same mask."""
+        if not isinstance(conditions, Prompts):
+            raise TypeError(f"Janus-Pro is conditioned on text prompts, got {type(conditions).__name__}")
+        keep = (conditions.ids == self.bos_id) | (conditions.ids == self.boi_id)
+        return Prompts(
+            conditions.ids.masked_fill(~keep, self.pad_id), conditions.mask, ("",) * len(conditions)
+        )
+
+    def new_cache(self, batch: int) -> JanusCache:  # type: ignore[override]
+        return JanusCache(batch)
+
+    def _logits(self, hidden: Tensor) -> Tensor:
+        return self.hf.model.generation_head(hidden)
+
+    def prefill(self, conditions: Prompts, cache: JanusCache) -> Tensor:  # type: ignore[override]
+        device = self.hf.device
+        ids, mask = conditions.ids.to(device), conditions.mask.to(device)
+        if ids.shape[0] != cache.rows:
+            raise ValueError(f"cache for {cache.rows} rows, prefill of {ids.shape[0]}")
+        self.prefix_len = ids.shape[1]
+        length = self.num_slots
+        cache.static = StaticCache(config=self.language_model.config, max_cache_len=length)
+        cache.mask = torch.cat([mask.long(), mask.new_ones(len(ids), length - ids.shape[1]).long()], dim=1)
+        cache.positions = torch.arange(length, device=device)[None]
+        hidden = self.language_model(
+            inputs_embeds=self.hf.get_input_embeddings()(ids),
+            attention_mask=cache.mask,
+            position_ids=cache.positions[:, : ids.shape[1]],
+            cache=cache.static,
+            use_cache=True,
+        ).last_hidden_state
+        return self._logits(hidden[:, -1])
+
+    def decode(  # type: ignore[override]
+        self, tokens: Tensor, index: int, cache: JanusCache, slot_weights: SlotWeights | None = None
+    ) -> Tensor:
+        slot = self.prefix_len + index  # decode steps come in order: the static cache writes here
+        hidden = self.language_model(
+            inputs_embeds=self.hf.prepare_embeddings_for_image_generation(tokens[:, None]),
+            attention_mask=cache.mask,
+            position_ids=cache.positions[:, slot : slot + 1],
+            cache=cache.static,
+            use_cache=True,
+            slot_weights=slot_weights,
+            visible_slots=slot + 1,
+        ).last_hidden_state
+        return self._logits(hidden[:, -1])
+
+    def forward(self, conditions: Prompts, tokens: Tensor) -> Tensor:  # type: ignore[override]
+        device = self.hf.device
+        ids, mask, tokens = conditions.ids.to(device), conditions.mask.to(device), tokens.to(device)
+        embeds = torch.cat(
+            [
+                self.hf.get_input_embeddings()(ids),
+                self.hf.prepare_embeddings_for_image_generation(tokens[:, :-1]),
+            ],
+            dim=1,
+        )
+        mask = torch.cat([mask.long(), mask.new_ones(tokens.shape[0], tokens.shape[1] - 1).long()], dim=1)
+        hidden = self.language_model(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=torch.arange(embeds.shape[1], device=device)[None],
+            use_cache=False,
+        ).last_hidden_state
+        return self._logits(hidden[:, ids.shape[1] - 1 :])
+
+    def decode_images(self, tokens: Tensor) -> Tensor:
+        pixels = self.hf.model.vqmodel.decode(tokens.to(self.hf.device))  # [N, 3, H, W], about [-1, 1]
+        return images_to_uint8((pixels.float() + 1) / 2)
+
+
+def _folder_error(folder: Path, what: str, exc: Exception | None = None) -> UserError:
+    detail = f": {exc}" if exc is not None else ""
+    return UserError(f"model.checkpoint: {folder} is not a Janus-Pro folder ({what}){detail}")
+
+
+def load_janus_folder(
+    folder: str | Path, dtype: torch.dtype = torch.float32, size: str | None = None
+) -> JanusPro:
+    """Janus-Pro from a ``save_pretrained`` folder (model, processor, generation config), checked before the
+    weights are read; ``size`` (1B, 7B) must match the folder's architecture."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"model.checkpoint: Janus-Pro folder not found: {folder}")
+    if not (folder / "config.json").is_file():
+        raise _folder_error(folder, "no config.json")
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    except Exception as exc:
+        raise _folder_error(folder, "config.json unreadable", exc) from exc
+    if config.model_type != "janus":
+        raise _folder_error(folder, f"config.json model_type is {config.model_type!r}, not 'janus'")
+    if size is not None:
+        text, vision = config.text_config, config.vision_config
+        found = {key: getattr(text, key) for key in SIZES[size]}
+        found |= {"image_size": vision.image_size, "num_image_tokens": vision.num_image_tokens}
+        expected = SIZES[size] | {"image_size": IMAGE_SIZE, "num_image_tokens": IMAGE_TOKENS}
+        if found != expected:
+            raise ConfigError(f"model.size: Janus-Pro-{size} has {expected}, the folder {folder} has {found}")
+    try:
+        processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+    except Exception as exc:
+        raise _folder_error(folder, "no usable processor/tokenizer files", exc) from exc
+    try:
+        generation = GenerationConfig.from_pretrained(folder, local_files_only=True)
+    except Exception as exc:
+        raise _folder_error(folder, "no usable generation_config.json", exc) from exc
+    boi = (getattr(generation, "generation_kwargs", None) or {}).get("boi_token_id")
+    ids = {
+        "bos_token_id": generation.bos_token_id,
+        "pad_token_id": generation.pad_token_id,
+        "boi_token_id": boi,
+    }
+    missing = [key for key, value in ids.items() if value is None]
+    if missing:
+        raise _folder_error(folder, f"generation_config.json lacks {missing}")
+    try:
+        hf = JanusForConditionalGeneration.from_pretrained(folder, dtype=dtype, local_files_only=True)
+    except Exception as exc:
+        raise _folder_error(folder, "weights unreadable", exc) from exc
+    return JanusPro(hf, processor, generation.bos_token_id, generation.pad_token_id, boi)
+
+
+def load_janus(entry: ModelEntry, dtype: torch.dtype) -> JanusPro:
+    """The model entry's Janus-Pro: everything comes from the ``checkpoint`` folder."""
+    for key in ("dim", "depth", "heads", "tokenizer"):
+        if getattr(entry, key) is not None:
+            raise ConfigError(
+                f"model.{key}: janus takes its architecture and VQ decoder from the checkpoint folder"
+            )
+    if entry.uncond_fp32 and dtype != torch.float32:
+        raise ConfigError(
+            "model.uncond_fp32: not available for janus (float32 unconditional rows need class labels)"
+        )
+    return load_janus_folder(entry.checkpoint, dtype, entry.size)

@@ -1,0 +1,339 @@
+"""Janus-Pro text-to-image on a tiny random model saved with ``save_pretrained`` (model, processor and a
+tokenizer built here, offline): the folder loads through a model entry, bad folders fail naming the folder,
+CFG through the project's loop equals transformers' own Janus ``generate`` (greedy) and an explicit
+seeded sampling loop written here, SoftCFG at strength 0 equals CFG bit for bit, a weighted decode step
+equals transformers' SDPA attention on an explicitly scaled cache, and images follow DeepSeek's
+post-processing."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+transformers = pytest.importorskip("transformers")
+from tokenizers import Tokenizer, models, pre_tokenizers, processors  # noqa: E402
+
+from softcfg.conditioning import Prompts  # noqa: E402
+from softcfg.config import parse_model  # noqa: E402
+from softcfg.methods import parse_method  # noqa: E402
+from softcfg.models.attention import SlotWeights  # noqa: E402
+from softcfg.models.janus import JanusPro  # noqa: E402
+from softcfg.models.loading import load_model  # noqa: E402
+from softcfg.models.registry import get_family, presets  # noqa: E402
+from softcfg.options import ConfigError, UserError  # noqa: E402
+from softcfg.sampling.next_token import generate, guided_loop  # noqa: E402
+
+SPECIAL = ["<pad>", "<bos>", "<eos>", "<image_placeholder>", "<begin_of_image>", "<end_of_image>"]
+WORDS = ["<|User|>:", "<|Assistant|>:", "a", "red", "cat", "dog", "on", "the", "mat", "blue", "sky"]
+PAD, BOS, BOI = 0, 1, 4
+TEMPLATE = (
+    "{% for m in messages %}<|User|>: {{ m['content'][0]['text'] }} {% endfor %}"
+    "{% if add_generation_prompt %}<|Assistant|>:{% endif %}"
+)
+GRID, CODEBOOK = 4, 64  # 4 x 4 image tokens of 8 px: 32 px images
+TEXTS = ("a red cat on the mat", "dog")
+
+
+def tiny_processor() -> transformers.JanusProcessor:
+    vocab = {token: i for i, token in enumerate(SPECIAL + WORDS)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", BOS)]
+    )
+    hf_tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        extra_special_tokens={
+            "image_token": "<image_placeholder>",
+            "boi_token": "<begin_of_image>",
+            "eoi_token": "<end_of_image>",
+        },
+    )
+    images = transformers.JanusImageProcessor(size={"height": 32, "width": 32})
+    return transformers.JanusProcessor(images, hf_tokenizer, chat_template=TEMPLATE, num_image_tokens=GRID**2)
+
+
+def tiny_janus() -> transformers.JanusForConditionalGeneration:
+    config = transformers.JanusConfig(
+        text_config={
+            "model_type": "llama",
+            "vocab_size": len(SPECIAL) + len(WORDS),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 4,
+            "pad_token_id": PAD,
+            "bos_token_id": BOS,
+        },
+        vision_config={
+            "hidden_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 32 // GRID,
+            "projection_dim": 32,
+            "num_image_tokens": GRID**2,
+        },
+        vq_config={
+            "embed_dim": 4,
+            "num_embeddings": CODEBOOK,
+            "latent_channels": 32,
+            "base_channels": 32,
+            "channel_multiplier": [1, 1, 1, 1],  # three halvings: 32 px to a 4 x 4 grid
+            "num_res_blocks": 1,
+            "projection_dim": 32,
+            "image_token_embed_dim": 32,
+        },
+        image_token_id=3,
+    )
+    torch.manual_seed(0)
+    model = transformers.JanusForConditionalGeneration(config).eval()
+    with torch.no_grad():  # peaked distributions: confidences, hence SoftCFG weights, far from uniform
+        model.model.generation_head.vision_head.weight.mul_(8.0)
+        for layer in model.model.language_model.layers:  # attention far from uniform: key weights matter
+            layer.self_attn.q_proj.weight.mul_(6.0)
+            layer.self_attn.k_proj.weight.mul_(6.0)
+    model.generation_config = transformers.GenerationConfig(
+        bos_token_id=BOS, pad_token_id=PAD, eos_token_id=2, generation_kwargs={"boi_token_id": BOI}
+    )
+    return model
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("janus") / "tiny-janus-pro"
+    tiny_janus().save_pretrained(path)
+    tiny_processor().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(folder: Path) -> JanusPro:
+    return load_model(parse_model({"family": "janus", "checkpoint": str(folder)}))
+
+
+def reference_model(folder: Path) -> transformers.JanusForConditionalGeneration:
+    """The same weights on transformers' own SDPA attention, no hook."""
+    return transformers.JanusForConditionalGeneration.from_pretrained(
+        folder, attn_implementation="sdpa"
+    ).eval()
+
+
+def test_folder_loads_through_the_model_entry(model: JanusPro) -> None:
+    assert isinstance(model, JanusPro) and model.conditioning == "text"
+    assert (model.num_tokens, model.vocab_size) == (GRID**2, CODEBOOK)
+    assert model.hf.model.language_model.config._attn_implementation == "softcfg"
+    prompts = model.prompts(TEXTS)
+    # left-padded: "<bos> <|User|>: a red cat on the mat <|Assistant|>: <begin_of_image>", 10 tokens
+    assert prompts.ids.shape == (2, 10) and prompts.mask.sum(1).tolist() == [10, 5]
+    assert prompts.ids[:, -1].tolist() == [BOI, BOI] and prompts.ids[1, :5].tolist() == [PAD] * 5
+    assert prompts.ids[1, 5:].tolist() == [BOS, 6, 11, 7, BOI]  # <bos> <|User|>: dog <|Assistant|>: <boi>
+
+
+def test_unconditional_rows_follow_deepseeks_rule(model: JanusPro) -> None:
+    """generation_inference.py: the unconditional row is the prompt with tokens[1:-1] set to the pad id."""
+    prompt = model.prompts(TEXTS[:1])
+    expected = prompt.ids.clone()
+    expected[:, 1:-1] = PAD
+    uncond = model.unconditional(prompt)
+    assert torch.equal(uncond.ids, expected) and torch.equal(uncond.mask, prompt.mask)
+
+
+def test_bad_folders_name_the_folder(folder: Path, tmp_path: Path) -> None:
+    def load(path: Path, **extra) -> None:
+        load_model(parse_model({"family": "janus", "checkpoint": str(path), **extra}, check_files=False))
+
+    with pytest.raises(UserError, match=r"not found.*missing"):
+        load(tmp_path / "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match=f"{empty}.*no config.json"):
+        load(empty)
+    llama = tmp_path / "llama"
+    transformers.LlamaConfig(hidden_size=8, num_attention_heads=2).save_pretrained(llama)
+    with pytest.raises(UserError, match=f"{llama}.*'llama', not 'janus'"):
+        load(llama)
+    no_processor = tmp_path / "no_processor"
+    shutil.copytree(folder, no_processor)
+    for name in ("tokenizer.json", "tokenizer_config.json", "processor_config.json"):
+        (no_processor / name).unlink()
+    with pytest.raises(UserError, match=f"{no_processor}.*processor"):
+        load(no_processor)
+    no_ids = tmp_path / "no_ids"
+    shutil.copytree(folder, no_ids)
+    (no_ids / "generation_config.json").write_text(json.dumps({"bos_token_id": BOS}))
+    with pytest.raises(UserError, match=f"{no_ids}.*lacks \\['pad_token_id', 'boi_token_id'\\]"):
+        load(no_ids)
+    with pytest.raises(ConfigError, match=f"model.size: Janus-Pro-1B has .*{folder}"):
+        load(folder, size="1B")
+    with pytest.raises(ConfigError, match=r"model\.dim"):
+        load(folder, dim=64)
+    with pytest.raises(ConfigError, match=r"model\.uncond_fp32"):
+        load(folder, dtype="bf16", uncond_fp32=True)
+    with pytest.raises(ConfigError, match="checkpoint: folder not found"):
+        parse_model({"family": "janus", "checkpoint": str(tmp_path / "missing")})
+
+
+def test_preset_is_the_reference_generation() -> None:
+    family = get_family("janus")
+    assert family.sizes == ("1B", "7B")
+    for size in family.sizes:
+        assert presets()[f"janus-{size}"] == {
+            "gamma": 5.0,
+            "k": 0.0,
+            "temperature": 1.0,
+            "top_k": 0,
+            "top_p": 1.0,
+        }
+
+
+def argmax(step: int, guided: Tensor) -> Tensor:
+    return guided.argmax(-1)
+
+
+def test_greedy_cfg_equals_transformers_janus_generate(model: JanusPro, folder: Path) -> None:
+    """transformers' loop (its uncond rows, static cache, ClassifierFreeGuidanceLogitsProcessor) on the same
+    weights without the hook; two prompts of different lengths, so left padding is exercised."""
+    prompts = model.prompts(TEXTS)
+    with torch.inference_mode():
+        ours = guided_loop(model, prompts, parse_method({"name": "cfg", "gamma": 5.0}), argmax)
+        theirs = reference_model(folder).generate(
+            input_ids=prompts.ids,
+            attention_mask=prompts.mask.long(),
+            generation_mode="image",
+            do_sample=False,
+            guidance_scale=5.0,
+        )
+    assert torch.equal(ours, theirs)
+
+
+def explicit_cfg_sampling(
+    hf: transformers.JanusForConditionalGeneration, prompts: Prompts, scale: float, generator: torch.Generator
+) -> Tensor:
+    """CFG sampling written out: DeepSeek's unconditional rows, a dynamic cache, l_u + s (l_c - l_u), one
+    uniform per row inverted through the CDF of softmax (the project's sampler's draw)."""
+    keep = (prompts.ids == BOS) | (prompts.ids == BOI)
+    ids = torch.cat([prompts.ids, prompts.ids.masked_fill(~keep, PAD)])
+    mask = torch.cat([prompts.mask, prompts.mask]).long()
+    lm = hf.model.language_model
+    out = lm(inputs_embeds=hf.get_input_embeddings()(ids), attention_mask=mask, use_cache=True)
+    tokens = []
+    for _ in range(GRID**2):
+        cond, uncond = hf.model.generation_head(out.last_hidden_state[:, -1]).chunk(2)
+        cdf = torch.softmax(uncond + scale * (cond - uncond), dim=-1).cumsum(-1)
+        u = torch.rand((cdf.shape[0], 1), generator=generator) * cdf[:, -1:]
+        token = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_max(CODEBOOK - 1)
+        tokens.append(token)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        embeds = hf.prepare_embeddings_for_image_generation(torch.cat([token, token])[:, None])
+        out = lm(inputs_embeds=embeds, attention_mask=mask, cache=out.cache, use_cache=True)
+    return torch.stack(tokens, dim=1)
+
+
+def test_seeded_cfg_sampling_equals_an_explicit_loop(model: JanusPro, folder: Path) -> None:
+    prompts = model.prompts(TEXTS)
+    method = parse_method({"name": "cfg", "preset": "janus-1B"})
+    with torch.inference_mode():
+        ours = generate(model, prompts, method, torch.Generator().manual_seed(11))
+        theirs = explicit_cfg_sampling(
+            reference_model(folder), prompts, 5.0, torch.Generator().manual_seed(11)
+        )
+    assert torch.equal(ours, theirs)
+
+
+def guided_logits(model: JanusPro, method: dict) -> tuple[Tensor, list[Tensor]]:
+    seen: list[Tensor] = []
+    tokens = generate(
+        model,
+        model.prompts(TEXTS),
+        parse_method(method),
+        torch.Generator().manual_seed(5),
+        observers=[lambda step, logits, weights: seen.append(logits.guided.clone())],
+    )
+    return tokens, seen
+
+
+def test_softcfg_strength_zero_is_cfg_bit_for_bit(model: JanusPro) -> None:
+    cfg_tokens, cfg_logits = guided_logits(model, {"name": "cfg", "gamma": 5.0})
+    for target in ("v", "k", "kv"):
+        tokens, logits = guided_logits(
+            model, {"name": "softcfg", "gamma": 5.0, "strength": 0.0, "target": target}
+        )
+        assert torch.equal(tokens, cfg_tokens)
+        assert all(torch.equal(a, b) for a, b in zip(logits, cfg_logits, strict=True))
+    _, soft = guided_logits(model, {"name": "softcfg", "gamma": 5.0})
+    assert not torch.allclose(soft[-1], cfg_logits[-1])
+
+
+def scaled_static_cache(cache, weights: Tensor, target: str):
+    """A copy of the static cache with the unconditional rows' keys / values times ``weights`` [B_u, S]."""
+    scaled = copy.deepcopy(cache)
+    rows, slots = weights.shape
+    for layer in scaled.layers:
+        for name, on in (("keys", "k" in target), ("values", "v" in target)):
+            if on:
+                getattr(layer, name)[-rows:, :, :slots] *= weights[:, None, :, None]
+    return scaled
+
+
+@pytest.mark.parametrize("target", ["v", "k", "kv"])
+def test_weighted_decode_equals_sdpa_on_a_scaled_cache(folder: Path, target: str) -> None:
+    model = load_model(
+        parse_model({"family": "janus", "checkpoint": str(folder)})
+    )  # its attention is switched
+    prompts = model.prompts(TEXTS)
+    rows = prompts.cat(model.unconditional(prompts))
+    cache = model.new_cache(len(rows))
+    fed = torch.randint(0, CODEBOOK, (len(rows), 4), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        model.prefill(rows, cache)
+        for index in range(3):
+            model.decode(fed[:, index], index, cache)
+        visible = model.prefix_len + 4  # prompt, tokens 0..2, and the slot written by this step
+        weights = torch.ones(len(prompts), visible)
+        weights[:, model.prefix_len : visible - 1] = torch.rand(len(prompts), 3) * 0.9 + 0.05
+        scaled, plain = copy.deepcopy(cache), copy.deepcopy(cache)
+        scaled.static = scaled_static_cache(cache.static, weights[:, :-1], target)
+        hooked = model.decode(fed[:, 3], 3, cache, SlotWeights(weights, target))
+        model.language_model.set_attn_implementation("sdpa")
+        explicit = model.decode(fed[:, 3], 3, scaled)
+        unweighted = model.decode(fed[:, 3], 3, plain)
+    torch.testing.assert_close(hooked, explicit, rtol=1e-5, atol=1e-5)
+    cond = slice(0, len(prompts))
+    torch.testing.assert_close(hooked[cond], unweighted[cond], rtol=1e-5, atol=1e-5)
+    assert (hooked - unweighted).abs().max() > 100 * (hooked - explicit).abs().max()  # weights matter
+
+
+def test_teacher_forced_forward_equals_the_cached_steps(model: JanusPro) -> None:
+    prompts = model.prompts(TEXTS)
+    tokens = torch.randint(0, CODEBOOK, (2, GRID**2), generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        full = model(prompts, tokens)
+        cache = model.new_cache(2)
+        steps = [model.prefill(prompts, cache)]
+        steps += [model.decode(tokens[:, i], i, cache) for i in range(GRID**2 - 1)]
+    torch.testing.assert_close(full, torch.stack(steps, dim=1), rtol=1e-4, atol=1e-4)
+
+
+def test_images_follow_deepseeks_post_processing(model: JanusPro, folder: Path) -> None:
+    tokens = torch.randint(0, CODEBOOK, (2, GRID**2), generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        images = model.decode_images(tokens)
+        decoded = reference_model(folder).decode_image_tokens(tokens).float().numpy()  # NHWC
+    expected = np.zeros(decoded.shape, dtype=np.uint8)
+    expected[:] = np.clip((decoded + 1) / 2 * 255, 0, 255)  # generation_inference.py's conversion
+    assert images.dtype == torch.uint8 and images.shape == (2, 32, 32, 3)
+    assert np.array_equal(images.numpy(), expected)
