@@ -15,6 +15,7 @@ include: "rules/common.smk"
 include: "rules/train.smk"
 include: "rules/sample.smk"
 include: "rules/evaluate.smk"
+include: "rules/t2i.smk"
 include: "rules/aggregate.smk"
 include: "rules/report.smk"
 

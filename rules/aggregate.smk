@@ -1,12 +1,13 @@
 # Every scored run's metrics and shard summary into results/metrics.parquet, results/steps.parquet and
 # results/confidence.parquet (the recorded samples' per-token confidences),
-# and its sample jobs' benchmark files into results/timing.parquet (text-conditioned runs are exported).
+# and its sample jobs' benchmark files into results/timing.parquet (text-conditioned runs: their GenEval /
+# DPG-Bench rows, rules/t2i.smk).
 
 
 rule aggregate:
     input:
-        metrics=[layout.metrics(RESULTS, run) for run in SCORED],
-        summaries=[layout.run_summary(RESULTS, run) for run in SCORED],
+        metrics=[layout.metrics(RESULTS, run) for run in [*SCORED, *T2I]],
+        summaries=[layout.run_summary(RESULTS, run) for run in [*SCORED, *T2I]],
     output:
         metrics=layout.metrics_table(RESULTS),
         steps=layout.steps_table(RESULTS),
@@ -18,7 +19,7 @@ rule aggregate:
         layout.benchmark(RESULTS, "aggregate")
     params:
         results=RESULTS,
-        runs=" ".join(sorted(SCORED)),
+        runs=" ".join(sorted([*SCORED, *T2I])),
     localrule: True
     conda:
         "../envs/report.yaml"

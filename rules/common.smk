@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 from softcfg import layout
 from softcfg.config import ConfigError
 from softcfg.data.prompts import prompt_format
+from softcfg.metrics.t2i_scoring import SCENE_BACKEND, scorings
 from softcfg.sweep import alternatives_pattern, load_sweep
 
 try:
@@ -23,6 +24,17 @@ SCORED = [run for run in RUNS if RUNS[run].scored]  # text-conditioned runs are 
 BENCHMARKS = RESULTS / "benchmarks"
 FOCUS_GAMMA, FOCUS_K = SWEEP.focus
 METRICS_CONFIG = SWEEP.config.metrics
+try:  # per text model, the GenEval / DPG-Bench scorings of its runs (softcfg.metrics.t2i_scoring)
+    _T2I_MODELS = {
+        name: {
+            s.benchmark: s
+            for s in scorings(entry, METRICS_CONFIG, layout.classifier_checkpoint(RESULTS), f"models.{name}")
+        }
+        for name, entry in {r.model: r.config.model for r in RUNS.values()}.items()
+    }
+except ConfigError as exc:
+    raise WorkflowError(f"invalid config: {exc}") from None
+T2I = {run: _T2I_MODELS[RUNS[run].model] for run in RUNS if _T2I_MODELS[RUNS[run].model]}  # scored runs
 
 
 wildcard_constraints:
@@ -61,6 +73,26 @@ def export_targets():
             if model.per_prompt >= 4:
                 targets.append(export_folder(run.id, "dpg"))
     return targets
+
+
+def scored_on(benchmark):
+    """The text-to-image runs scored on `benchmark` (geneval or dpg)."""
+    return [run for run, found in T2I.items() if benchmark in found]
+
+
+def scorer_inputs(run, benchmark):
+    """The export, and the digits classifier where the scene backend reads it."""
+    scoring = T2I[run][benchmark]
+    files = [export_folder(run, benchmark)]
+    if scoring.backend == SCENE_BACKEND:
+        files.append(layout.classifier_checkpoint(RESULTS))
+    return files
+
+
+def question_table(run):
+    """The official table named in the config, or the one generated for the run's model."""
+    scoring = T2I[run]["dpg"]
+    return scoring.questions or layout.dpg_questions(RESULTS, RUNS[run].model)
 
 
 def stage_resources(stage, per_group=False):
@@ -109,7 +141,7 @@ def focus_runs():
 
 def all_targets():
     targets = export_targets()
-    if not SCORED:
+    if not SCORED and not T2I:
         return targets
     targets += [layout.metrics_table(RESULTS), layout.steps_table(RESULTS)]
     targets += [layout.table(RESULTS, t, ext) for t in SWEEP.config.tables for ext in ("md", "tex")]

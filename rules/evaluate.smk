@@ -128,6 +128,8 @@ rule metrics:
         reference=lambda wc: metric_inputs(wc.run)[1],
     output:
         layout.metrics(RESULTS, "{run}"),
+    wildcard_constraints:
+        run=alternatives_pattern(SCORED),  # text runs: rule t2i_metrics
     log:
         layout.log(RESULTS, "metrics", "{run}"),
     benchmark:

@@ -155,3 +155,12 @@ def test_diagnostics_have_one_row_per_scale(model):
     assert len(entropies["entropy_cond"]) == model.num_steps
     assert all(0 < e <= 1 for e in entropies["entropy_cond"])
     assert np.isnan(entropies["weight_min"][1]) and entropies["weight_min"][2] < 1
+
+
+def test_float32_unconditional_rows_are_refused_for_next_scale_families():
+    from softcfg.config import parse_model
+
+    entry = {"family": "var", "size": "d16", "checkpoint": "v.pt", "tokenizer": "vae.pt", "dtype": "bf16"}
+    with pytest.raises(ConfigError, match=r"model\.uncond_fp32: not available for next-scale families"):
+        parse_model({**entry, "uncond_fp32": True}, check_files=False)
+    assert parse_model({**entry, "uncond_fp32": False}, check_files=False).uncond_fp32 is False

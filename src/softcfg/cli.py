@@ -499,6 +499,26 @@ def cmd_dpg(args: argparse.Namespace) -> None:
         _write_rows(dpg.result_rows(summary, vqa.name), args.out)
 
 
+def cmd_dpg_questions(args: argparse.Namespace) -> None:
+    """A DPG-style question table for a GenEval-format prompt set, in the scene VQA's grammar."""
+    from softcfg.io.atomic import atomic_write_text
+    from softcfg.metrics.dpg_questions import questions_csv
+
+    atomic_write_text(args.out, questions_csv(args.prompts))
+
+
+def cmd_t2i_record(args: argparse.Namespace) -> None:
+    """A text-to-image run's metrics record from its GenEval/DPG result rows (for ``aggregate``)."""
+    from softcfg.io.atomic import atomic_write_text
+    from softcfg.metrics.t2i_scoring import t2i_record
+
+    _check_inputs([args.config, *args.rows], "t2i-record")
+    run = load_run_config(args.config, check_files=False)
+    rows = [row for path in args.rows for row in json.loads(Path(path).read_text())]
+    record = t2i_record(run.to_dict(), rows)
+    atomic_write_text(args.out, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
 def _extraction_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -650,6 +670,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--out", help="result rows (.json or .parquet)")
     p.set_defaults(func=cmd_dpg)
+
+    p = sub.add_parser("dpg-questions", help="a DPG-style question table for a GenEval-format prompt set")
+    p.add_argument("prompts", help="GenEval metadata (.jsonl) of the scene model's prompts")
+    p.add_argument("--out", required=True, help="CSV with dpg_bench.csv's columns")
+    p.set_defaults(func=cmd_dpg_questions)
+
+    p = sub.add_parser("t2i-record", help="a text-to-image run's metrics record from its result rows")
+    p.add_argument("--config", required=True, help="the run's RUN.yaml")
+    p.add_argument("--rows", required=True, nargs="+", help="JSON rows of `softcfg geneval/dpg --out`")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_t2i_record)
 
     p = sub.add_parser(
         "aggregate", help="per-run metrics and manifests into metrics/steps/confidence Parquet tables"

@@ -158,6 +158,8 @@ class ModelEntry(Options):
     def _precision_choice(self) -> ModelEntry:
         if self.dtype == "fp32" and self.uncond_fp32 is not None:
             raise ValueError("uncond_fp32: only for dtype bf16 or fp16 (fp32 rows are float32 already)")
+        if self.uncond_fp32 and get_family(self.family).next_scale:  # its split runs decode(), not feed()
+            raise ValueError("uncond_fp32: not available for next-scale families; use dtype fp32")
         return self
 
     @model_validator(mode="after")
@@ -394,6 +396,22 @@ class BootstrapEntry(Options):
     )
 
 
+class T2IScorer(Options):
+    """The GenEval detector of text-to-image runs (``softcfg geneval --backend/--option``). The embedded
+    text-to-scene model always uses the ``scenes`` backend with the workflow's digits classifier."""
+
+    backend: str | None = Field(None, min_length=1, description="hf | mmdet | module:factory (real models)")
+    options: dict[str, str] = Field(default_factory=dict, description="backend options, e.g. local weights")
+
+
+class DPGScorer(T2IScorer):
+    """The DPG-Bench VQA of text-to-image runs (``softcfg dpg``); the embedded model's question table is
+    generated from its prompt set (``softcfg dpg-questions``)."""
+
+    questions: str | None = Field(None, description="the official dpg_bench.csv (real models)")
+    mode: Literal["compatible", "corrected"] = Field("compatible", description="softcfg.metrics.dpg")
+
+
 class MetricsEntry(Options):
     """Which numbers, and how Inception-scored families are scored."""
 
@@ -407,6 +425,8 @@ class MetricsEntry(Options):
     device: Literal["cpu", "cuda"] = "cpu"
     batch_size: PositiveInt = Field(64, description="images per Inception forward pass")
     bootstrap: BootstrapEntry = BootstrapEntry()
+    geneval: T2IScorer = T2IScorer()
+    dpg: DPGScorer = DPGScorer()
 
 
 class StageResources(Options):

@@ -72,6 +72,16 @@ def metrics(results: Path, run: str) -> Path:
     return results / "metrics" / f"{run}.json"
 
 
+def t2i_rows(results: Path, benchmark: str, run: str) -> Path:
+    """A text-to-image run's result rows from one benchmark's scorer (``geneval`` or ``dpg``)."""
+    return results / "t2i" / benchmark / f"{run}.json"
+
+
+def dpg_questions(results: Path, model: str) -> Path:
+    """The DPG-style question table generated for a scene model's prompt set."""
+    return results / "t2i" / "questions" / f"{model}.csv"
+
+
 def metrics_table(results: Path) -> Path:
     return results / "metrics.parquet"
 

@@ -5,6 +5,7 @@ The names a config may ask for live here, so validating a config loads neither p
 
 TABLES = (
     "ablation", "target", "paper_systems", "paper_ablation", "paper_target", "ssg", "ssg_prior", "paper_ssg",
+    "t2i", "paper_t2i",
 )  # fmt: skip
 FIGURES = (
     "fid_vs_gamma", "fid_vs_k", "fid_by_confidence", "entropy", "entropy_stepnorm", "timing", "samples",

@@ -4,7 +4,8 @@
 diagnostics); ``aggregate`` joins each run's config, metrics record and summary into
 ``metrics.parquet`` (one row per run and metric, with every sweep parameter, the value and its
 confidence interval (``ci_low``, ``ci_high``, ``ci_level``, ``ci_method``, ``ci_resamples``: NaN, null
-and 0 where the metric has none), the number of samples, the seeds and provenance), ``steps.parquet``
+and 0 where the metric has none), the GenEval/DPG-Bench scorer's ``backend`` and ``mode`` (null for other
+metrics), the number of samples, the seeds and provenance), ``steps.parquet``
 (one row per run and decode step) and ``confidence.parquet`` (one row per run, recorded sample, token
 and confidence definition: ``sample``, ``token``, the token's ``grid_row``/``grid_col`` in the image's
 token map (null outside it), ``definition`` and ``value``; the run column ``confidence`` is a SoftCFG
@@ -129,9 +130,11 @@ def aggregate(
             "reference": record["reference"],
         }
         intervals = record.get("intervals", {})
+        backends, modes = record.get("backends", {}), record.get("modes", {})  # text-to-image scorers
         for metric, value in sorted(record["metrics"].items()):
             interval = intervals.get(metric, NO_INTERVAL)
-            rows.append({**columns, "metric": metric, "value": value, **interval, **provenance})
+            scorer = {"backend": backends.get(metric), "mode": modes.get(metric)}
+            rows.append({**columns, "metric": metric, "value": value, **interval, **scorer, **provenance})
         if summary["diagnostics"]:
             diag = pd.DataFrame(summary["diagnostics"], dtype="float64")
             steps.append(pd.DataFrame({**columns, "step": np.arange(len(diag))}).join(diag))

@@ -29,11 +29,12 @@ from importlib.resources import files
 import pandas as pd
 
 from softcfg.models.registry import get_family
+from softcfg.report.tables import by_setting
 
 METRICS = {"fid": "FID", "is": "IS", "sfid": "sFID", "precision": "Prec", "recall": "Rec"}
 ABLATION_SETTING = (13.0, 1.4)  # gamma, k of the paper's Tables 2 and 3
 PER_RUN = {"run_id", "seed", "metric", "value", "num_samples", "batch_seeds", "config_hash", "git_commit"}
-PER_RUN |= {"versions", "extractor", "reference"}  # columns that differ between seeds of one setting
+PER_RUN |= {"versions", "extractor", "reference", "backend", "mode"}  # differ between seeds or metrics
 
 
 def published(name: str) -> pd.DataFrame:
@@ -73,7 +74,7 @@ def runs_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per setting (every sweep column but the seed), metrics averaged over seeds, with the
     paper's model name and method kind; settings the paper cannot have are dropped."""
     keys = [c for c in metrics.columns if c not in PER_RUN and not c.startswith("ci_")]
-    wide = metrics.pivot_table(index=keys, columns="metric", values="value", aggfunc="mean", dropna=False)
+    wide = by_setting(metrics, keys)
     wide = wide.reset_index().dropna(subset=[m for m in METRICS if m in wide], how="all")
     if wide.empty:
         return wide.assign(kind=None, paper_model=None)

@@ -7,6 +7,8 @@
 - ssg (the SSG paper's layout): each next-scale base setting without and with SSG (DSE, best beta);
 - ssg_prior: no SSG and SSG with each prior (nearest, bilinear, DSE) at each beta;
 - paper_ssg: the SSG paper's VAR table beside ours.
+- t2i, paper_t2i: GenEval and DPG-Bench scores of text models, and the paper's Table 4 beside them
+  (``softcfg.report.t2i``).
 Values are means over seeds, shown ``value ± h`` where the runs have intervals (h: the interval's
 half-width, averaged over seeds).
 """
@@ -30,15 +32,22 @@ COLUMNS = {
 }
 
 
+def by_setting(frame: pd.DataFrame, keys: list[str], values: str = "value") -> pd.DataFrame:
+    """The mean of ``values`` per setting (``keys``, missing values kept as their own group) and metric,
+    one column per metric. A groupby: ``pivot_table(dropna=False)`` builds the product of every key's
+    levels, which a sweep with a dozen keys makes astronomically large."""
+    return frame.groupby([*keys, "metric"], dropna=False)[values].mean().unstack("metric")
+
+
 def _wide(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per setting (model, method, gamma, k, SSG), metrics averaged over seeds, and ``<metric>_pm``:
     the half-width of the metric's interval (averaged over seeds) where the table holds one."""
     keys = ["model", "family", "method", "method_name", "guided", "gamma", "k", "target", "step_norm"]
     keys += ["ssg_prior", "ssg_beta", "ssg_betas"]
-    frame = metrics.pivot_table(index=keys, columns="metric", values="value", aggfunc="mean", dropna=False)
+    frame = by_setting(metrics, keys)
     if {"ci_low", "ci_high"} <= set(metrics.columns):
         half = metrics.assign(pm=(metrics["ci_high"] - metrics["ci_low"]) / 2)
-        half = half.pivot_table(index=keys, columns="metric", values="pm", aggfunc="mean", dropna=False)
+        half = by_setting(half, keys, "pm")
         frame = frame.join(half.add_suffix("_pm"))
     seeds = metrics.groupby(keys, dropna=False)["seed"].nunique().rename("seeds")
     frame = frame.join(seeds).reset_index()
@@ -205,6 +214,17 @@ def _paper(name: str) -> Renderer:
     return render
 
 
+def _text(cells: str) -> Renderer:
+    """A text-to-image table (``softcfg.report.t2i``), imported when rendered."""
+
+    def render(metrics: pd.DataFrame, gamma: float, k: float) -> tuple[list[str], list[list[str]], int]:
+        from softcfg.report import t2i
+
+        return getattr(t2i, cells)(metrics, gamma, k)
+
+    return render
+
+
 Renderer = Callable[[pd.DataFrame, float, float], tuple[list[str], list[list[str]], int]]
 # name -> (metrics table, focus gamma, focus k) -> (header, rows, number of leading text columns)
 RENDERERS: dict[str, Renderer] = {
@@ -216,4 +236,6 @@ RENDERERS: dict[str, Renderer] = {
     "ssg": _ours(ssg_table, ["model", "method", "prior", "beta"]),
     "ssg_prior": _ours(ssg_prior_table, ["model", "method", "prior", "beta"]),
     "paper_ssg": _paper("paper_ssg"),
+    "t2i": _text("t2i_cells"),
+    "paper_t2i": _text("paper_t2i_cells"),
 }
