@@ -47,7 +47,7 @@ from softcfg.models import alitok, llamagen
 from softcfg.models.base import ARModel
 from softcfg.models.layers import find_multiple
 from softcfg.models.static_decode import enable_static_decode
-from softcfg.sampling.next_token import generate
+from softcfg.sampling.loop import generate
 
 # Dense bf16 tensor-core TFLOP/s from the vendors' datasheets, matched in order against the device name.
 PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0), ("L40S", 362.0))

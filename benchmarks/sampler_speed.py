@@ -31,7 +31,7 @@ from softcfg.models.base import ARModel
 from softcfg.models.gpt import ClassConditionalGPT, GPTConfig
 from softcfg.models.loading import DTYPES, compile_decode
 from softcfg.sampling.diagnostics import StepDiagnostics
-from softcfg.sampling.next_token import generate
+from softcfg.sampling.loop import generate
 
 METHODS = {
     "none": {"name": "none"},

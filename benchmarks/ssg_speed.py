@@ -21,7 +21,7 @@ from softcfg.conditioning import ClassLabels
 from softcfg.methods import parse_method
 from softcfg.models.var import VAR, VARConfig
 from softcfg.models.var_vqvae import VQVAE
-from softcfg.sampling.next_token import generate
+from softcfg.sampling.loop import generate
 
 CFG = {"name": "cfg", "gamma": 2.5, "schedule": "ramp", "top_k": 900, "top_p": 0.96}
 METHODS = {

@@ -26,7 +26,7 @@ from softcfg.conditioning import Prompts
 from softcfg.methods import parse_method
 from softcfg.models.janus import SIZES, JanusPro
 from softcfg.models.loading import DTYPES
-from softcfg.sampling.next_token import generate
+from softcfg.sampling.loop import generate
 
 # the Janus-Pro language models (deepseek-community configs): heads, MLP width; vocabulary 102400
 SHAPES = {"1B": (16, 5632), "7B": (32, 11008)}

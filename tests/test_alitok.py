@@ -21,7 +21,7 @@ from softcfg.models.alitok import (
     load_alitok_decoder,
     unpatchify,
 )
-from softcfg.sampling.next_token import generate
+from softcfg.sampling.loop import generate
 from softcfg.sampling.replay import replay
 
 TINY = AliTokConfig(dim=64, depth=2, heads=4)

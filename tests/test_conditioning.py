@@ -12,7 +12,7 @@ from softcfg.methods import parse_method
 from softcfg.models.attention import KVCache, SlotWeights
 from softcfg.models.base import ARModel
 from softcfg.models.gpt import Block
-from softcfg.sampling.next_token import generate
+from softcfg.sampling.loop import generate
 from softcfg.sampling.replay import replay
 
 PROMPT_LEN, PAD = 3, 0

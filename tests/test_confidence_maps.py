@@ -28,7 +28,7 @@ from softcfg.models.var_vqvae import PATCH_NUMS as VAR_PATCH_NUMS
 from softcfg.options import ConfigError
 from softcfg.report.aggregate import aggregate, summarize_shards
 from softcfg.sampling.diagnostics import ConfidenceMaps
-from softcfg.sampling.next_token import generate
+from softcfg.sampling.loop import generate
 from softcfg.sampling.replay import replay
 from softcfg.sweep import load_sweep
 

@@ -24,7 +24,7 @@ from softcfg.models.digits_scales import (
 )
 from softcfg.models.registry import get_family
 from softcfg.options import UserError
-from softcfg.sampling.next_token import generate
+from softcfg.sampling.loop import generate
 from softcfg.training.digits import ARTraining
 from softcfg.training.digits_scales import train_digits_scales
 

@@ -19,7 +19,7 @@ from softcfg.methods import parse_method
 from softcfg.models.digits_text import DigitsTextConfig, DigitsTextGPT, load_digits_text, save_digits_text
 from softcfg.models.loading import load_model
 from softcfg.options import UserError
-from softcfg.sampling.next_token import generate
+from softcfg.sampling.loop import generate
 from softcfg.training.digits_text import TextTraining, train_digits_text
 
 

@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from softcfg.conditioning import ClassLabels
 from softcfg.methods import parse_method
-from softcfg.sampling.next_token import generate
+from softcfg.sampling.loop import generate
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_throughput.py"
 

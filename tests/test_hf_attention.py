@@ -21,7 +21,7 @@ from softcfg.methods import parse_method  # noqa: E402
 from softcfg.models.attention import SlotWeights  # noqa: E402
 from softcfg.models.base import ARModel  # noqa: E402
 from softcfg.models.hf_attention import softcfg_attention, use_softcfg_attention  # noqa: E402
-from softcfg.sampling.next_token import generate  # noqa: E402
+from softcfg.sampling.loop import generate  # noqa: E402
 
 PROMPT_LEN, NUM_TOKENS, CODEBOOK, NULL_ID = 5, 12, 24, 1
 

@@ -30,7 +30,7 @@ from softcfg.models.janus import JanusPro  # noqa: E402
 from softcfg.models.loading import load_model  # noqa: E402
 from softcfg.models.registry import get_family, presets  # noqa: E402
 from softcfg.options import ConfigError, UserError  # noqa: E402
-from softcfg.sampling.next_token import generate, guided_loop  # noqa: E402
+from softcfg.sampling.loop import generate, guided_loop  # noqa: E402
 
 SPECIAL = ["<pad>", "<bos>", "<eos>", "<image_placeholder>", "<begin_of_image>", "<end_of_image>"]
 WORDS = ["<|User|>:", "<|Assistant|>:", "a", "red", "cat", "dog", "on", "the", "mat", "blue", "sky"]

@@ -27,7 +27,7 @@ from softcfg.models.llamagen_vq import VQ16Decoder, load_vq16_decoder
 from softcfg.models.loading import load_model
 from softcfg.models.registry import get_family
 from softcfg.options import ConfigError
-from softcfg.sampling.next_token import generate
+from softcfg.sampling.loop import generate
 from softcfg.sampling.replay import replay
 
 # tiny models with B's and XL's head counts (12 and 20), head dim 8

@@ -13,7 +13,7 @@ from softcfg.models.digits import DigitsAR, DigitsARConfig
 from softcfg.models.digits_scales import DigitsScales, DigitsScalesConfig
 from softcfg.options import ConfigError
 from softcfg.sampling.diagnostics import StepDiagnostics
-from softcfg.sampling.next_token import generate
+from softcfg.sampling.loop import generate
 from softcfg.sampling.replay import replay
 
 CFG = {"name": "cfg", "gamma": 3.0, "k": 1.0}

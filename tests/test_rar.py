@@ -11,7 +11,7 @@ from softcfg.conditioning import ClassLabels
 from softcfg.methods import parse_method
 from softcfg.models.maskgit_vq import MaskGitDecoder, SameConv2d, load_maskgit_decoder
 from softcfg.models.rar import RAR, SIZES, RARConfig, RARGenerator, load_rar
-from softcfg.sampling.next_token import generate
+from softcfg.sampling.loop import generate
 from softcfg.sampling.replay import replay
 
 TINY = RARConfig(dim=64, depth=2, mlp=128, heads=4)

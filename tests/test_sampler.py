@@ -7,7 +7,7 @@ import torch
 from softcfg.conditioning import ClassLabels
 from softcfg.methods import parse_method
 from softcfg.sampling.diagnostics import StepDiagnostics
-from softcfg.sampling.next_token import generate
+from softcfg.sampling.loop import generate
 from softcfg.sampling.replay import replay
 
 SOFT = {"name": "softcfg", "gamma": 3.0, "k": 1.0}

@@ -23,7 +23,7 @@ from softcfg.models.loading import load_model
 from softcfg.models.rar import RAR, RARConfig
 from softcfg.models.static_decode import enable_static_decode
 from softcfg.options import ConfigError
-from softcfg.sampling.next_token import generate
+from softcfg.sampling.loop import generate
 from softcfg.sampling.replay import replay
 
 

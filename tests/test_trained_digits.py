@@ -10,7 +10,7 @@ from softcfg.conditioning import ClassLabels
 from softcfg.methods import parse_method
 from softcfg.models.digits import load_digits_ar
 from softcfg.models.digits_classifier import load_digits_classifier
-from softcfg.sampling.next_token import generate
+from softcfg.sampling.loop import generate
 
 pytestmark = pytest.mark.slow
 

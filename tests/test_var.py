@@ -20,7 +20,7 @@ from softcfg.models.var import SIZES, VAR, VARConfig, VARGenerator
 from softcfg.models.var import load_var as load_var_files
 from softcfg.models.var_vqvae import VQVAE, AttnBlock, VQVAEConfig, phi_index
 from softcfg.options import ConfigError, UserError
-from softcfg.sampling.next_token import guided_loop
+from softcfg.sampling.loop import guided_loop
 
 PATCH_NUMS = (1, 2, 3, 4)
 TINY_VAE = VQVAEConfig(channels=32, mult=(1, 2), z_channels=8, vocab_size=64, patch_nums=PATCH_NUMS)

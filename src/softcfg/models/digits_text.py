@@ -22,9 +22,8 @@ from torch import Tensor, nn
 from softcfg.conditioning import Conditions, Prompts
 from softcfg.data.captions import WordTokenizer
 from softcfg.data.scenes import CODEBOOK_SIZE, NUM_TOKENS, PATCH, VOCAB_SIZE, tokens_to_images
-from softcfg.models.attention import KVCache, SlotWeights
-from softcfg.models.base import ARModel, load_state_dict_strict, read_checkpoint
-from softcfg.models.gpt import Block
+from softcfg.models.base import load_state_dict_strict, read_checkpoint
+from softcfg.models.gpt import PrefixGPT
 from softcfg.options import UserError
 
 
@@ -36,7 +35,7 @@ class DigitsTextConfig:
     dropout: float = 0.0
 
 
-class DigitsTextGPT(ARModel):
+class DigitsTextGPT(PrefixGPT):
     """Prompt-prefixed GPT; ``prompts`` tokenizes, ``unconditional`` gives BOS-only rows. The word
     tokenizer is ``words`` (``tokenizer`` names an image decoder in the other families)."""
 
@@ -50,13 +49,8 @@ class DigitsTextGPT(ARModel):
         self.words = tokenizer or WordTokenizer()
         self.vocab_size, self.num_tokens = VOCAB_SIZE, NUM_TOKENS
         self.prefix_len = self.words.max_len
-        dim = config.dim
-        self.word_embedding = nn.Embedding(self.words.vocab_size, dim)
-        self.token_embedding = nn.Embedding(VOCAB_SIZE, dim)
-        self.position_embedding = nn.Parameter(torch.randn(self.num_slots, dim) * 0.02)
-        self.blocks = nn.ModuleList(Block(dim, config.heads, config.dropout) for _ in range(config.depth))
-        self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, VOCAB_SIZE)
+        self.word_embedding = nn.Embedding(self.words.vocab_size, config.dim)
+        self._build_decoder(config.dim, config.depth, config.heads, config.dropout)
         # the patch codebook (``softcfg.data.scenes.fit_codebook``), set by training, saved with the weights
         self.register_buffer("codebook", torch.zeros(CODEBOOK_SIZE, PATCH * PATCH, dtype=torch.long))
 
@@ -84,34 +78,8 @@ class DigitsTextGPT(ARModel):
             return ids[:, surplus:]
         return F.pad(ids, (-surplus, 0), value=0)
 
-    def _run(
-        self, x: Tensor, start: int, cache: KVCache | None, slot_weights: SlotWeights | None = None
-    ) -> Tensor:
-        x = x + self.position_embedding[start : start + x.shape[1]]
-        for layer, block in enumerate(self.blocks):
-            x = block(x, layer, cache, slot_weights)
-        if cache is not None:
-            cache.advance(x.shape[1])
-        return self.head(self.norm(x))
-
-    def new_cache(self, batch: int) -> KVCache:
-        p = next(self.parameters())
-        c = self.config
-        return KVCache(c.depth, batch, c.heads, self.num_slots, c.dim // c.heads, p.dtype, p.device)
-
-    def prefill(self, conditions: Prompts, cache: KVCache) -> Tensor:
-        return self._run(self.word_embedding(self.prefix_ids(conditions)), 0, cache)[:, -1]
-
-    def decode(
-        self, tokens: Tensor, index: int, cache: KVCache, slot_weights: SlotWeights | None = None
-    ) -> Tensor:
-        x = self.token_embedding(tokens)[:, None]
-        return self._run(x, self.prefix_len + index, cache, slot_weights)[:, -1]
-
-    def forward(self, conditions: Prompts, tokens: Tensor) -> Tensor:
-        prefix = self.word_embedding(self.prefix_ids(conditions))
-        x = torch.cat([prefix, self.token_embedding(tokens[:, :-1])], dim=1)
-        return self._run(x, 0, None)[:, self.prefix_len - 1 :]
+    def prefix(self, conditions: Prompts) -> Tensor:
+        return self.word_embedding(self.prefix_ids(conditions))
 
     def decode_images(self, tokens: Tensor) -> Tensor:
         return tokens_to_images(tokens, self.codebook)

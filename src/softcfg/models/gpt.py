@@ -1,4 +1,4 @@
-"""A plain class-conditional decoder-only transformer (GPT-style) driven through ``ARModel``.
+"""A plain decoder-only transformer (GPT-style) driven through ``ARModel``, class-conditional here.
 
 The sequence is [class, x_0 .. x_{T-2}]: one prefix slot, learned absolute positions, pre-LayerNorm
 blocks. The embedded digits model is one configuration of it; the sampler benchmark uses another.
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from softcfg.conditioning import ClassLabels
+from softcfg.conditioning import ClassLabels, Conditions
 from softcfg.models.attention import KVCache, SlotWeights, StaticStep, attend_any
 from softcfg.models.base import ARModel
 
@@ -53,21 +53,21 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
-class ClassConditionalGPT(ARModel):
-    prefix_len = 1
+class PrefixGPT(ARModel):
+    """The decoder shared by the GPT-style models: a prefix of embedded conditions, then image tokens,
+    learned absolute positions over every slot. Subclasses embed the prefix (``prefix``) and build their
+    embedding before ``_build_decoder``, so parameters are created (and drawn) in one fixed order."""
 
-    def __init__(self, config: GPTConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.vocab_size, self.num_tokens = config.vocab_size, config.num_tokens
-        self.num_classes, self.null_class = config.num_classes, config.num_classes
-        dim = config.dim
-        self.class_embedding = nn.Embedding(config.num_classes + 1, dim)
-        self.token_embedding = nn.Embedding(config.vocab_size, dim)
+    def _build_decoder(self, dim: int, depth: int, heads: int, dropout: float) -> None:
+        self.token_embedding = nn.Embedding(self.vocab_size, dim)
         self.position_embedding = nn.Parameter(torch.randn(self.num_slots, dim) * 0.02)
-        self.blocks = nn.ModuleList(Block(dim, config.heads, config.dropout) for _ in range(config.depth))
+        self.blocks = nn.ModuleList(Block(dim, heads, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, config.vocab_size)
+        self.head = nn.Linear(dim, self.vocab_size)
+
+    def prefix(self, conditions: Conditions) -> Tensor:
+        """The embedded prefix of ``conditions``, [N, prefix_len, D]."""
+        raise NotImplementedError
 
     def _run(
         self, x: Tensor, start: int, cache: KVCache | None, slot_weights: SlotWeights | None = None
@@ -84,8 +84,8 @@ class ClassConditionalGPT(ARModel):
         c = self.config
         return KVCache(c.depth, batch, c.heads, self.num_slots, c.dim // c.heads, p.dtype, p.device)
 
-    def prefill(self, conditions: ClassLabels, cache: KVCache) -> Tensor:
-        return self._run(self.class_embedding(conditions.labels)[:, None], 0, cache)[:, -1]
+    def prefill(self, conditions: Conditions, cache: KVCache) -> Tensor:
+        return self._run(self.prefix(conditions), 0, cache)[:, -1]
 
     def decode(
         self, tokens: Tensor, index: int, cache: KVCache, slot_weights: SlotWeights | None = None
@@ -100,8 +100,21 @@ class ClassConditionalGPT(ARModel):
             x = block(x, layer, step, None)
         return self.head(self.norm(x))[:, -1]
 
-    def forward(self, conditions: ClassLabels, tokens: Tensor) -> Tensor:
-        x = torch.cat(
-            [self.class_embedding(conditions.labels)[:, None], self.token_embedding(tokens[:, :-1])], dim=1
-        )
-        return self._run(x, 0, None)
+    def forward(self, conditions: Conditions, tokens: Tensor) -> Tensor:
+        x = torch.cat([self.prefix(conditions), self.token_embedding(tokens[:, :-1])], dim=1)
+        return self._run(x, 0, None)[:, self.prefix_len - 1 :]
+
+
+class ClassConditionalGPT(PrefixGPT):
+    prefix_len = 1
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.vocab_size, self.num_tokens = config.vocab_size, config.num_tokens
+        self.num_classes, self.null_class = config.num_classes, config.num_classes
+        self.class_embedding = nn.Embedding(config.num_classes + 1, config.dim)
+        self._build_decoder(config.dim, config.depth, config.heads, config.dropout)
+
+    def prefix(self, conditions: ClassLabels) -> Tensor:
+        return self.class_embedding(conditions.labels)[:, None]

@@ -1,1 +1,2 @@
-"""Sampling loops that drive any ``ARModel`` with any guidance method, and teacher-forced replay."""
+"""The generation loop (``loop``: next-token and next-scale models alike) with any guidance method,
+teacher-forced replay, shards and per-step diagnostics."""

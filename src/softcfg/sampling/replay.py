@@ -15,7 +15,7 @@ from softcfg.guidance.confidence import StepLogits
 from softcfg.methods import GuidanceMethod
 from softcfg.models.base import ARModel
 from softcfg.options import UserError
-from softcfg.sampling.next_token import guided_loop
+from softcfg.sampling.loop import guided_loop
 
 
 @torch.inference_mode()

@@ -39,7 +39,7 @@ from softcfg.io.shards import manifest_path, shard_verified, write_group_record,
 from softcfg.models.base import ARModel
 from softcfg.options import UserError
 from softcfg.sampling.diagnostics import ConfidenceMaps, StepDiagnostics
-from softcfg.sampling.next_token import generate
+from softcfg.sampling.loop import generate
 
 
 def shard_labels(shard_index: int, shard_size: int, num_classes: int) -> np.ndarray:
