@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from softcfg.conditioning import ClassLabels
-from softcfg.models.attention import KVCache, SlotWeights, StaticStep, attend_any
+from softcfg.models.attention import KVCache, SlotWeights, StaticStep, attend
 from softcfg.models.base import ARModel, images_to_uint8, load_state_dict_strict, read_checkpoint
 from softcfg.models.layers import RMSNorm, SwiGLU, apply_rope, rope_1d, rope_grid
 from softcfg.options import UserError
@@ -66,7 +66,7 @@ class Attention(nn.Module):
         n, length, dim = x.shape
         q, k, v = self.qkv(x).view(n, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # [N, H, L, hd]
         q, k = apply_rope(self.q_norm(q), rope), apply_rope(self.k_norm(k), rope)
-        out = attend_any(q, k, v, layer, cache, slot_weights)
+        out = attend(q, k, v, layer, cache, slot_weights)
         return self.proj(out.transpose(1, 2).reshape(n, length, dim))
 
 

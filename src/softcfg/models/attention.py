@@ -99,7 +99,7 @@ def attend(
     k: Tensor,
     v: Tensor,
     layer: int,
-    cache: KVCache | None,
+    cache: KVCache | StaticStep | None,
     slot_weights: SlotWeights | None,
     all_visible: bool = False,
 ) -> Tensor:
@@ -108,8 +108,11 @@ def attend(
     A single query (a decode step), or several that may each see every visible slot (``all_visible``: a
     next-scale step, whose scale attends to itself and all earlier scales), go through ``decode_attention``
     with the SoftCFG weights; several causal queries (prefill, a full forward) through causal attention,
-    where no slot is weighted.
+    where no slot is weighted. A static decode step (``StaticStep``, whose weights ride in the step) goes
+    through ``attend_static``.
     """
+    if isinstance(cache, StaticStep):
+        return attend_static(q, k, v, layer, cache)
     if cache is not None:
         k, v = cache.write(layer, k, v)
     if q.shape[2] == 1 or all_visible:
@@ -201,17 +204,3 @@ def attend_static(q: Tensor, k: Tensor, v: Tensor, layer: int, step: StaticStep)
     step.v[layer].index_copy_(2, step.position, v)
     visible = torch.arange(step.k.shape[3], device=q.device) <= step.position
     return static_decode_attention(q, step.k[layer], step.v[layer], visible, step.weights, step.target)
-
-
-def attend_any(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    layer: int,
-    cache: KVCache | StaticStep | None,
-    slot_weights: SlotWeights | None,
-) -> Tensor:
-    """``attend_static`` for a static decode step (its weights ride in the step), else ``attend``."""
-    if isinstance(cache, StaticStep):
-        return attend_static(q, k, v, layer, cache)
-    return attend(q, k, v, layer, cache, slot_weights)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from softcfg.conditioning import ClassLabels, Conditions
-from softcfg.models.attention import KVCache, SlotWeights, StaticStep, attend_any
+from softcfg.models.attention import KVCache, SlotWeights, StaticStep, attend
 from softcfg.models.base import ARModel
 
 
@@ -48,7 +48,7 @@ class Block(nn.Module):
         n, length, dim = x.shape
         # q, k, v: [N, H, L, hd]
         q, k, v = self.qkv(self.norm1(x)).view(n, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        attn = attend_any(q, k, v, layer, cache, slot_weights)
+        attn = attend(q, k, v, layer, cache, slot_weights)
         x = x + self.drop(self.proj(attn.transpose(1, 2).reshape(n, length, dim)))
         return x + self.drop(self.mlp(self.norm2(x)))
 

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from softcfg.conditioning import ClassLabels
-from softcfg.models.attention import KVCache, SlotWeights, StaticStep, attend_any
+from softcfg.models.attention import KVCache, SlotWeights, StaticStep, attend
 from softcfg.models.base import (
     ARModel,
     load_state_dict_strict,
@@ -84,7 +84,7 @@ class Attention(nn.Module):
     ) -> Tensor:
         n, length, dim = x.shape
         q, k, v = self.wqkv(x).view(n, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # [N, H, L, hd]
-        out = attend_any(apply_rope(q, rope), apply_rope(k, rope), v, layer, cache, slot_weights)
+        out = attend(apply_rope(q, rope), apply_rope(k, rope), v, layer, cache, slot_weights)
         return self.wo(out.transpose(1, 2).reshape(n, length, dim))
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from softcfg.conditioning import ClassLabels
-from softcfg.models.attention import KVCache, SlotWeights, StaticStep, attend_any
+from softcfg.models.attention import KVCache, SlotWeights, StaticStep, attend
 from softcfg.models.base import ARModel, images_to_uint8, load_state_dict_strict, read_checkpoint
 from softcfg.models.maskgit_vq import MaskGitDecoder, load_maskgit_decoder
 from softcfg.options import UserError
@@ -62,7 +62,7 @@ class Attention(nn.Module):
         n, length, dim = x.shape
         q, k, v = self.qkv(x).view(n, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # [N, H, L, hd]
         q, k = self.q_norm(q), self.k_norm(k)
-        out = attend_any(q, k, v, layer, cache, slot_weights)
+        out = attend(q, k, v, layer, cache, slot_weights)
         return self.proj(out.transpose(1, 2).reshape(n, length, dim))
 
 
