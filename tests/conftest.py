@@ -1,8 +1,11 @@
-"""Shared fixtures: a small random-weight digits generator and its checkpoint."""
+"""Shared fixtures: a small random-weight digits generator and its checkpoint, the digits classifier
+trained once per test run, the test plugin installed, and the finished digits sweep the workflow, plugin
+and aggregate tests read."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,83 @@ def random_digits_model(seed: int = 0) -> DigitsAR:
     with torch.no_grad():
         model.head.weight.mul_(30.0)
     return model.eval()
+
+
+def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This test run's temp folder, the same for every pytest-xdist worker (each has a subfolder)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def digits_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits classifier trained once per test run, by the workflow's own ``train_classifier`` rule;
+    a file lock in the run's shared temp root lets one pytest-xdist worker train it while the others
+    wait. Workflow tests put a copy where the rule writes it (``seed_classifier``)."""
+    import yaml
+    from filelock import FileLock
+
+    from softcfg import layout
+    from workflow_kit import snakemake
+
+    root = run_root(tmp_path_factory)
+    workdir = root / "digits_classifier"
+    path = layout.classifier_checkpoint(workdir / "results")
+    with FileLock(str(root / "digits_classifier.lock")):
+        if not path.is_file():
+            workdir.mkdir(exist_ok=True)
+            config = {
+                "models": {"digits": {"family": "digits", "train": True}},
+                "methods": {"none": {"name": "none"}},
+                "grid": {"gamma": [1.0], "k": [0.0]},
+            }
+            (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+            proc = snakemake(workdir, "--until", "train_classifier")
+            assert proc.returncode == 0 and path.is_file(), proc.stderr[-3000:]
+    return path
+
+
+def seed_classifier(results: Path, classifier: Path) -> None:
+    """Put the trained classifier where the workflow writes it, so Snakemake finds it and keeps it."""
+    from softcfg import layout
+
+    target = layout.classifier_checkpoint(results)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(classifier, target)
+    shutil.copyfile(classifier.with_suffix(".json"), target.with_suffix(".json"))
+
+
+@pytest.fixture(scope="session")
+def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test plugin installed by pip into a folder of its own (the venv stays untouched)."""
+    from workflow_kit import install_plugin
+
+    return install_plugin(tmp_path_factory.mktemp("plugin"))
+
+
+@pytest.fixture(scope="session")
+def sweep_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_digits_ar(random_digits_model(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory, sweep_checkpoint, digits_classifier, plugin_site) -> Path:
+    """The shared digits sweep (``workflow_kit.shared_config``) run to the end once per test run, one job
+    per shard; its tests only read it (or add files of their own). Tests that use it carry
+    ``xdist_group("sweep")``, so one pytest-xdist worker runs them all."""
+    import yaml
+
+    from workflow_kit import shared_config, snakemake
+
+    workdir = tmp_path_factory.mktemp("wf") / "a"
+    workdir.mkdir()
+    (workdir / "config.yaml").write_text(yaml.safe_dump(shared_config(sweep_checkpoint)))
+    seed_classifier(workdir / "results", digits_classifier)
+    proc = snakemake(workdir, site=plugin_site)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -22,7 +21,6 @@ from softcfg.models.alitok import (
     unpatchify,
 )
 from softcfg.sampling.loop import generate
-from softcfg.sampling.replay import replay
 
 TINY = AliTokConfig(dim=64, depth=2, heads=4)
 
@@ -97,34 +95,9 @@ def _tokens(batch=3, seed=0):
     return torch.randint(0, 4096, (batch, 273), generator=g), ClassLabels(torch.tensor([3, 999, 0])[:batch])
 
 
-def test_cached_decode_equals_full_forward_and_class_ids():
-    torch.manual_seed(0)
-    model = AliTok(TINY).eval()
-    tokens, labels = _tokens()
-    with torch.no_grad():
-        full = model(labels, tokens)
-    out = replay(model, parse_method({"name": "none"}), labels, tokens)
-    np.testing.assert_allclose(out["cond"], full.numpy(), rtol=1e-4, atol=1e-4)
+def test_class_ids_are_rows_of_the_shared_table():
+    model = AliTok(TINY)
     assert model._class_ids(torch.tensor([0, 999, model.null_class])).tolist() == [4097, 5096, 5097]
-
-
-@pytest.mark.parametrize(
-    "method",
-    [
-        {"name": "none"},
-        {"name": "cfg", "gamma": 13.0, "k": 1.4},
-        {"name": "softcfg", "gamma": 13.0, "k": 1.4, "step_norm": False, "confidence": "cond_sampled"},
-        {"name": "softcfg", "gamma": 13.0, "k": 1.4, "target": "k"},
-        {"name": "softcfg", "gamma": 13.0, "k": 1.4, "target": "kv"},
-    ],
-)
-def test_every_guidance_method_runs(method):
-    torch.manual_seed(0)
-    model = AliTok(TINY).eval()
-    tokens = generate(
-        model, ClassLabels(torch.tensor([1, 2])), parse_method(method), torch.Generator().manual_seed(0)
-    )
-    assert tokens.shape == (2, 273) and tokens.min() >= 0 and tokens.max() < 4096
 
 
 def test_unpatchify_matches_the_index_formula():
@@ -154,23 +127,6 @@ def test_decoder_loads_from_a_full_tokenizer_checkpoint_and_decodes_uint8(tmp_pa
 def test_without_tokenizer_decoding_is_a_clear_error():
     with pytest.raises(ValueError, match="tokenizer"):
         AliTok(TINY).decode_images(torch.zeros(1, 273, dtype=torch.long))
-
-
-@pytest.mark.parametrize("target", ["v", "kv"])
-def test_softcfg_equals_the_authors_in_place_cache_scaling(target):
-    from test_sampler import _authors_in_place_replay
-
-    torch.manual_seed(0)
-    model = AliTok(TINY).eval()
-    with torch.no_grad():
-        model.generator.output.weight.mul_(40.0)  # peaked distributions: weights far from 1
-    tokens, labels = _tokens(2, seed=1)
-    method = parse_method({"name": "softcfg", "gamma": 4.0, "k": 1.0, "target": target})
-    ours = replay(model, method, labels, tokens)
-    with torch.inference_mode():
-        _, guided = _authors_in_place_replay(model, labels, tokens, method)
-    np.testing.assert_allclose(ours["guided"], guided.numpy(), rtol=1e-4, atol=1e-4)
-    assert ours["weights"][:, 3, 1:3].max() < 0.9  # two visible tokens share the unit budget
 
 
 def test_bf16_model_entry_samples_and_keeps_rope_in_float32(tmp_path):

@@ -55,20 +55,6 @@ def test_unknown_word_is_named():
         WordTokenizer().encode(["a photo of " + "a seven and " * 3 + "a two"])
 
 
-def test_teacher_forced_pass_matches_cached_decoding():
-    model = random_text_model()
-    prompts = model.prompts(["a photo of a seven", "a photo of a blue two and a green three"])
-    tokens = torch.randint(0, VOCAB_SIZE, (2, NUM_TOKENS))
-    with torch.no_grad():
-        full = model(prompts, tokens)  # [2, T, V]
-        cache = model.new_cache(2)
-        stepped = [model.prefill(prompts, cache)]
-        for i in range(NUM_TOKENS - 1):
-            stepped.append(model.decode(tokens[:, i], i, cache))
-    assert full.shape == (2, NUM_TOKENS, VOCAB_SIZE)
-    torch.testing.assert_close(torch.stack(stepped, 1), full, atol=1e-4, rtol=1e-4)
-
-
 def test_prompt_prefix_has_a_fixed_length_whatever_the_batch():
     model = random_text_model()
     alone = model.prompts(["a photo of a four"])

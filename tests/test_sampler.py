@@ -64,7 +64,7 @@ def _paper_confidence(cond, token, kind):
 def _authors_in_place_replay(model, labels, tokens, method):
     """SoftCFG the authors' way: scale the stored uncond cache in place by W_t / W_{t-1} every step."""
     batch = len(labels)
-    rows = ClassLabels(torch.cat([labels.labels, torch.full_like(labels.labels, model.null_class)]))
+    rows = labels.cat(model.unconditional(labels))
     cache = model.new_cache(2 * batch)
     q = torch.zeros(batch, model.num_tokens)
     previous = torch.ones(batch, 0)

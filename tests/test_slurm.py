@@ -18,10 +18,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import random_digits_model
+from conftest import seed_classifier
 from softcfg.io.shards import read_shard
-from softcfg.models.digits import save_digits_ar
-from test_workflow import REPO, small_config, snakemake
+from workflow_kit import REPO, small_config, snakemake, time_limit
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 SCRIPT = REPO / "scripts" / "slurm-local.sh"
@@ -32,17 +31,17 @@ ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "COMPLETING")  # sacct states of a j
 @pytest.fixture(scope="module")
 def cluster():
     for command in ("install", "start"):
-        proc = subprocess.run(["bash", str(SCRIPT), command], capture_output=True, text=True)
+        proc = subprocess.run(
+            ["bash", str(SCRIPT), command], capture_output=True, text=True, timeout=time_limit(900)
+        )
         assert proc.returncode == 0, proc.stderr
     yield
     subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, check=True)
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_digits_ar(random_digits_model(), path)
-    return path
+def model_path(sweep_checkpoint) -> Path:
+    return sweep_checkpoint
 
 
 def sweep_config(model_path: Path) -> dict:
@@ -56,11 +55,13 @@ def sweep_config(model_path: Path) -> dict:
     return config
 
 
-def workdir(root: Path, model_path: Path, shards_per_job: int | str = 1) -> Path:
+def workdir(root: Path, model_path: Path, classifier: Path, shards_per_job: int | str = 1) -> Path:
+    """A work folder of the reduced sweep, with the classifier trained once per test run in place."""
     root.mkdir(parents=True)
     config = sweep_config(model_path)
     config["sampling"]["shards_per_job"] = shards_per_job
     (root / "config.yaml").write_text(yaml.safe_dump(config))
+    seed_classifier(root / "results", classifier)
     return root
 
 
@@ -89,23 +90,25 @@ def restarted(job: str) -> bool:
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
+    deadline = time.time() + time_limit(timeout)
     while not condition():
         assert time.time() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
-def local(tmp_path_factory, model_path) -> pd.DataFrame:
-    root = workdir(tmp_path_factory.mktemp("slurm") / "local", model_path)
+def local(tmp_path_factory, model_path, digits_classifier) -> pd.DataFrame:
+    root = workdir(tmp_path_factory.mktemp("slurm") / "local", model_path, digits_classifier)
     proc = snakemake(root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return metric_values(root)
 
 
-def test_profile_slurm_gives_the_local_results_with_gpu_jobs_in_arrays(cluster, local, tmp_path, model_path):
+def test_profile_slurm_gives_the_local_results_with_gpu_jobs_in_arrays(
+    cluster, local, tmp_path, model_path, digits_classifier
+):
     """Both shards of a run in one job here (one job per shard locally): the same metric values."""
-    root = workdir(tmp_path / "w", model_path, shards_per_job="all")
+    root = workdir(tmp_path / "w", model_path, digits_classifier, shards_per_job="all")
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     proc = snakemake(root, "--profile", str(REPO / "slurm"), *FAST_POLLING)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -120,8 +123,10 @@ def test_profile_slurm_gives_the_local_results_with_gpu_jobs_in_arrays(cluster, 
     assert any(f"CUDA_VISIBLE_DEVICES={i}" in logs for i in range(4))
 
 
-def test_a_cancelled_shard_job_is_retried_and_the_results_do_not_change(cluster, local, tmp_path, model_path):
-    root = workdir(tmp_path / "w", model_path)
+def test_a_cancelled_shard_job_is_retried_and_the_results_do_not_change(
+    cluster, local, tmp_path, model_path, digits_classifier
+):
+    root = workdir(tmp_path / "w", model_path, digits_classifier)
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     proc = snakemake(
         root, "--profile", str(REPO / "slurm"), *FAST_POLLING,
@@ -134,7 +139,7 @@ def test_a_cancelled_shard_job_is_retried_and_the_results_do_not_change(cluster,
         time.sleep(0.2)
     assert victim, "no sampling job was seen running"
     subprocess.run(["scancel", victim], check=True)
-    output, _ = proc.communicate(timeout=900)
+    output, _ = proc.communicate(timeout=time_limit(900))
     assert proc.returncode == 0, output[-3000:]
     pd.testing.assert_frame_equal(metric_values(root), local)
     states = {j[0]: j[2] for j in sacct(since)}
@@ -143,8 +148,10 @@ def test_a_cancelled_shard_job_is_retried_and_the_results_do_not_change(cluster,
         assert read_shard(shard)[0].shape == (20, 8, 8, 3)
 
 
-def test_profile_slurm_sbatch_completes_the_same_sweep(cluster, local, tmp_path, model_path):
-    root = workdir(tmp_path / "w", model_path, shards_per_job="all")
+def test_profile_slurm_sbatch_completes_the_same_sweep(
+    cluster, local, tmp_path, model_path, digits_classifier
+):
+    root = workdir(tmp_path / "w", model_path, digits_classifier, shards_per_job="all")
     proc = snakemake(
         root, "--profile", str(REPO / "slurm-sbatch"), *FAST_POLLING,
         "--slurm-init-seconds-before-status-checks", "2",
@@ -153,7 +160,9 @@ def test_profile_slurm_sbatch_completes_the_same_sweep(cluster, local, tmp_path,
     pd.testing.assert_frame_equal(metric_values(root), local)
 
 
-def test_a_requeued_shard_resumes_from_its_last_completed_batch(cluster, tmp_path, model_path):
+def test_a_requeued_shard_resumes_from_its_last_completed_batch(
+    cluster, tmp_path, model_path, digits_classifier
+):
     """Preemption as SLURM does it (the running job is killed and queued again): the task runs exactly
     once more, takes the batches it completed, and writes the same bytes as an uninterrupted `softcfg
     sample`; the shard's log keeps both attempts. Every wait is for an event (files, job states)."""
@@ -164,13 +173,14 @@ def test_a_requeued_shard_resumes_from_its_last_completed_batch(cluster, tmp_pat
     root = tmp_path / "w"
     root.mkdir()
     (root / "config.yaml").write_text(yaml.safe_dump(config))
+    seed_classifier(root / "results", digits_classifier)
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     proc = snakemake(
         root, "--profile", str(REPO / "slurm"), *FAST_POLLING,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     kept = root / "results" / "samples" / "tiny-cfg-g2-k1-s0" / ".shard_0000.batches"
-    deadline = time.time() + 600
+    deadline = time.time() + time_limit(600)
     while time.time() < deadline and len(list(kept.glob("batch_*.npz"))) < 5:
         time.sleep(0.2)
     running = squeue("smk-sample-", "R")
@@ -180,7 +190,7 @@ def test_a_requeued_shard_resumes_from_its_last_completed_batch(cluster, tmp_pat
     # SLURM holds a requeued job for 120 s (Reason=BeginTime); once it is queued again, release it now
     wait_for(lambda: job_fields(job).get("Reason") == "BeginTime" or restarted(job), "the job queued again")
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=False)
-    output, _ = proc.communicate(timeout=900)
+    output, _ = proc.communicate(timeout=time_limit(900))
     assert proc.returncode == 0, output[-3000:]
 
     # exactly once more: one requeue, then completed; no other shard job (Snakemake did not retry)
@@ -207,8 +217,8 @@ def test_a_requeued_shard_resumes_from_its_last_completed_batch(cluster, tmp_pat
     assert shard.read_bytes() == direct.read_bytes() and not kept.exists()
 
 
-def test_interrupting_snakemake_cancels_its_jobs(cluster, tmp_path, model_path):
-    root = workdir(tmp_path / "w", model_path)
+def test_interrupting_snakemake_cancels_its_jobs(cluster, tmp_path, model_path, digits_classifier):
+    root = workdir(tmp_path / "w", model_path, digits_classifier)
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     before = set(squeue())  # jobs of earlier tests are not this test's business
     with (tmp_path / "snakemake.log").open("w") as log:
@@ -216,17 +226,19 @@ def test_interrupting_snakemake_cancels_its_jobs(cluster, tmp_path, model_path):
             root, "--profile", str(REPO / "slurm"), *FAST_POLLING,
             stdout=log, stderr=subprocess.STDOUT, preexec_fn=interruptible,
         )  # fmt: skip
-    deadline = time.time() + 600  # interrupt while shard jobs run (Snakemake's own local jobs are done)
+    deadline = time.time() + time_limit(
+        600
+    )  # interrupt while shard jobs run (Snakemake's own local jobs are done)
     while time.time() < deadline and not set(squeue("smk-sample-", "R")) - before:
         time.sleep(0.2)
     assert set(squeue("smk-sample-", "R")) - before, "no shard job was seen running"
     proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(timeout=60)  # it stops rather than finishing the sweep
+        proc.wait(timeout=time_limit(60))  # it stops rather than finishing the sweep
     except subprocess.TimeoutExpired:
         proc.kill()
         raise AssertionError((tmp_path / "snakemake.log").read_text()[-4000:]) from None
-    deadline = time.time() + 60
+    deadline = time.time() + time_limit(60)
     while time.time() < deadline and set(squeue()) - before:
         time.sleep(0.5)
     assert not set(squeue()) - before

@@ -34,7 +34,7 @@ def tiny(family: str) -> ARModel:
         return random_digits_model()
     model = {
         "alitok": lambda: AliTok(AliTokConfig(64, 2, 4)),
-        "llamagen": lambda: LlamaGen(LlamaGenConfig(96, 2, 12)),
+        "llamagen": lambda: LlamaGen(LlamaGenConfig(96, 2, 12, image_size=128, codebook=512)),
         "rar": lambda: RAR(RARConfig(64, 2, 128, 4)),
     }[family]()
     with torch.no_grad():

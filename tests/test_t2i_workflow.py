@@ -15,7 +15,9 @@ import pytest
 import torch
 import yaml
 
+from conftest import seed_classifier
 from softcfg.models.digits_text import DigitsTextConfig, DigitsTextGPT, save_digits_text
+from workflow_kit import time_limit
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = REPO / "src" / "softcfg" / "data" / "digits_geneval.jsonl"
@@ -33,7 +35,7 @@ def subset(folder: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
+def finished(tmp_path_factory, digits_classifier) -> Path:
     workdir = tmp_path_factory.mktemp("t2i")
     torch.manual_seed(0)
     save_digits_text(DigitsTextGPT(DigitsTextConfig(dim=16, depth=1, heads=2)).eval(), workdir / "tiny.pt")
@@ -54,10 +56,11 @@ def finished(tmp_path_factory) -> Path:
         "focus": {"gamma": 2.0, "k": 1.0},
     }  # fmt: skip
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    seed_classifier(workdir / "results", digits_classifier)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
            str(workdir), "--cores", "2"]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=time_limit(900))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return workdir / "results"
 

@@ -15,47 +15,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import random_digits_model
-from softcfg.models.digits import save_digits_ar
+from conftest import seed_classifier
+from softcfg.config import ConfigError
 from softcfg.report import FIGURES
+from softcfg.sweep import load_sweep
+from workflow_kit import REPO, shared_config, small_config, snakemake, time_limit
 
-REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.workflow
-
-
-def small_config(checkpoint: Path) -> dict:
-    return {
-        "results": "results",
-        "models": {"tiny": {"family": "digits", "checkpoint": str(checkpoint)}},
-        "methods": {
-            "none": {"name": "none"},
-            "cfg": {"name": "cfg"},
-            "softcfg": {"name": "softcfg", "step_norm": False},
-            "softcfg_stepnorm": {"name": "softcfg"},
-            "softcfg_stepnorm_kv": {"name": "softcfg", "target": "kv", "gamma": [2.0], "k": [1.0]},
-        },
-        "grid": {"gamma": [2.0], "k": [1.0]},
-        "sampling": {"samples_per_run": 40, "shard_size": 20, "batch_size": 10, "shards_per_job": 1},
-        "metrics": {"kid_subset_size": 20},
-        "focus": {"gamma": 2.0, "k": 1.0},
-    }
-
-
-def snakemake(workdir: Path, *args: str, **popen) -> subprocess.Popen | subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    snakefile = str(REPO / "Snakefile")
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", snakefile, "--directory", str(workdir),
-           "--cores", "2", "--rerun-incomplete", *args]  # fmt: skip
-    if popen:
-        return subprocess.Popen(cmd, env=env, **popen)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_digits_ar(random_digits_model(), path)
-    return path
+pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("sweep")]  # the shared sweep's worker
 
 
 def make_workdir(root: Path, checkpoint: Path) -> Path:
@@ -64,12 +30,10 @@ def make_workdir(root: Path, checkpoint: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, checkpoint) -> Path:
-    workdir = make_workdir(tmp_path_factory.mktemp("wf") / "a", checkpoint)
-    proc = snakemake(workdir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return workdir
+RUNS = {
+    "tiny-none-s0", "tiny-cfg-g2-k1-s0", "tiny-softcfg-g2-k1-s0", "tiny-softcfg_stepnorm-g2-k1-s0",
+    "tiny-softcfg_stepnorm_kv-g2-k1-s0", "tiny-sharp-g2-k1-s0", "tiny-sharp-g3-k1-s0",
+}  # fmt: skip
 
 
 def test_products_are_where_the_readme_says(finished):
@@ -80,13 +44,13 @@ def test_products_are_where_the_readme_says(finished):
     products += [f"figures/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")]
     for name in products:
         assert (results / name).is_file(), name
-    assert len(list((results / "samples").glob("*/shard_*.npz"))) == 10
+    assert len(list((results / "samples").glob("*/shard_*.npz"))) == 2 * len(RUNS)
 
 
 def test_timing_table_sums_each_runs_sample_job_benchmarks(finished):
     results = finished / "results"
     timing = pd.read_parquet(results / "timing.parquet").set_index("run_id")
-    assert len(timing) == 5 and timing["jobs"].eq(2).all()  # one job per shard in this sweep
+    assert set(timing.index) == RUNS and timing["jobs"].eq(2).all()  # one job per shard in this sweep
     for run, row in timing.iterrows():
         files = sorted((results / "benchmarks" / "sample" / run).glob("shards_*.tsv"))
         seconds = sum(float(f.read_text().splitlines()[1].split("\t")[0]) for f in files)
@@ -97,10 +61,7 @@ def test_timing_table_sums_each_runs_sample_job_benchmarks(finished):
 
 def test_metrics_table_is_tidy_and_complete(finished):
     table = pd.read_parquet(finished / "results" / "metrics.parquet")
-    assert set(table["run_id"]) == {
-        "tiny-none-s0", "tiny-cfg-g2-k1-s0", "tiny-softcfg-g2-k1-s0", "tiny-softcfg_stepnorm-g2-k1-s0",
-        "tiny-softcfg_stepnorm_kv-g2-k1-s0",
-    }  # fmt: skip
+    assert set(table["run_id"]) == RUNS
     assert set(table["metric"]) == {"fid", "is", "kid", "kid_std", "precision", "recall", "accuracy"}
     assert table.groupby("run_id").size().eq(7).all()
     assert (table["num_samples"] == 40).all() and table["value"].notna().all()
@@ -170,58 +131,75 @@ def test_steps_table_has_every_decode_step(finished):
     assert steps[steps["guided"]]["entropy_signal"].between(0, 1).all()
 
 
-def test_rerun_is_a_no_op(finished):
-    proc = snakemake(finished, "--dry-run")
+def test_rerun_is_a_no_op(finished, plugin_site):
+    proc = snakemake(finished, "--dry-run", site=plugin_site)
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize(
-    ("edit", "message"),
-    [
-        (lambda c: c["methods"]["cfg"].update(name="pag"), "methods.cfg.name: unknown method 'pag'"),
-        (
-            lambda c: c["grid"].update(gamma=[-1.0]),
-            "config.grid.gamma[0]: Input should be greater than or equal to 0",
-        ),
-        (
-            lambda c: c["models"]["tiny"].update(checkpoint="nowhere.pt"),
-            "models.tiny.checkpoint: file not found",
-        ),
-        (
-            lambda c: c["sampling"].update(shard_size=0),
-            "config.sampling.shard_size: Input should be greater than 0",
-        ),
-    ],
-)
-def test_bad_config_is_refused_at_dag_construction(tmp_path, checkpoint, edit, message):
-    config = small_config(checkpoint)
+BAD_CONFIGS = [
+    (lambda c: c["methods"]["cfg"].update(name="pag"), "methods.cfg.name: unknown method 'pag'"),
+    (
+        lambda c: c["grid"].update(gamma=[-1.0]),
+        "config.grid.gamma[0]: Input should be greater than or equal to 0",
+    ),
+    (lambda c: c["models"]["tiny"].update(checkpoint="nowhere.pt"), "models.tiny.checkpoint: file not found"),
+    (
+        lambda c: c["sampling"].update(shard_size=0),
+        "config.sampling.shard_size: Input should be greater than 0",
+    ),
+]
+
+
+@pytest.mark.parametrize(("edit", "message"), BAD_CONFIGS)
+def test_bad_config_is_refused_by_the_sweep_loader(tmp_path, sweep_checkpoint, edit, message, monkeypatch):
+    """What the Snakefile runs first (``rules/common.smk``), in this process."""
+    config = small_config(sweep_checkpoint)
+    edit(config)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        load_sweep(config)
+    assert message in str(caught.value)
+    assert not (tmp_path / "results").exists()
+
+
+def test_bad_config_is_refused_at_dag_construction(tmp_path, sweep_checkpoint):
+    """The Snakemake error path: the loader's message, before any job or results folder."""
+    edit, message = BAD_CONFIGS[0]
+    config = small_config(sweep_checkpoint)
     edit(config)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     proc = snakemake(tmp_path, "--dry-run")
-    assert proc.returncode != 0 and message in proc.stdout + proc.stderr
+    assert proc.returncode != 0 and f"invalid config: {message}" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.slow
 def test_a_sweep_killed_inside_grouped_jobs_resumes_and_matches_one_job_per_shard(
-    tmp_path, checkpoint, finished
+    tmp_path, sweep_checkpoint, digits_classifier, plugin_site, finished
 ):
     """The sweep with both shards of a run in one job (``all``), killed while a job has written its first
     shard but not its second; the rerun keeps that shard (its log says so, its manifest is not rewritten)
     and the shards and Parquet tables equal, byte for byte, those of one job per shard (``finished``)."""
     workdir = tmp_path / "b"
     workdir.mkdir()
-    config = small_config(checkpoint)
+    config = shared_config(sweep_checkpoint)
     config["sampling"]["shards_per_job"] = "all"
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    proc = snakemake(workdir, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seed_classifier(workdir / "results", digits_classifier)
+    proc = snakemake(
+        workdir,
+        site=plugin_site,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     samples = workdir / "results" / "samples"
 
     def inside_a_group() -> list[Path]:
         """Runs whose first shard is complete and whose job has not finished."""
         return [m.parent for m in samples.glob("*/shard_0000.json") if not (m.parent / GROUP).exists()]
 
-    deadline = time.time() + 600
+    deadline = time.time() + time_limit(600)
     while time.time() < deadline and not inside_a_group():
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and every job it started
@@ -232,8 +210,8 @@ def test_a_sweep_killed_inside_grouped_jobs_resumes_and_matches_one_job_per_shar
     for npz in samples.glob("*/shard_*.npz"):  # whatever has its final name is a complete file
         with np.load(npz) as data:
             assert data["arr_0"].shape == (20, 8, 8, 3)
-    assert snakemake(workdir, "--unlock").returncode == 0
-    rerun = snakemake(workdir)
+    assert snakemake(workdir, "--unlock", site=plugin_site).returncode == 0
+    rerun = snakemake(workdir, site=plugin_site)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     for run, manifest in first.items():
         log = (workdir / "results" / "logs" / "sample" / run.name / GROUP).with_suffix(".log").read_text()
@@ -242,7 +220,7 @@ def test_a_sweep_killed_inside_grouped_jobs_resumes_and_matches_one_job_per_shar
     finished_samples = finished / "results" / "samples"
     npz = sorted(p.relative_to(samples) for p in samples.glob("*/shard_*.npz"))
     assert npz == sorted(p.relative_to(finished_samples) for p in finished_samples.glob("*/shard_*.npz"))
-    assert len(npz) == 10
+    assert len(npz) == 2 * len(RUNS)
     for path in npz:
         assert (samples / path).read_bytes() == (finished_samples / path).read_bytes(), path
     for name in ("metrics.parquet", "steps.parquet", "confidence.parquet"):
@@ -271,8 +249,8 @@ def test_a_group_job_asks_for_runtime_plus_runtime_per_shard_times_its_shards(tm
 GROUP = "shards_0000-0001.json"  # both shards of a run in one job
 
 
-def test_html_report_holds_the_figures_and_tables(finished):
-    proc = snakemake(finished, "--report", "report.html")
+def test_html_report_holds_the_figures_and_tables(finished, plugin_site):
+    proc = snakemake(finished, "--report", "report.html", site=plugin_site)
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = (finished / "report.html").read_text(errors="replace")
     for name in [f"{figure}.png" for figure in FIGURES] + ["ablation.md", "target.md"]:
@@ -281,7 +259,7 @@ def test_html_report_holds_the_figures_and_tables(finished):
 
 def test_tables_show_whole_seed_counts(finished):
     lines = (finished / "results" / "tables" / "ablation.md").read_text().splitlines()
-    assert len(lines) == 2 + 4 + 3  # header, rule, 4 methods at the focus, 3 "+opt" rows
+    assert len(lines) == 2 + 5 + 4  # header, rule, 5 methods at the focus, 4 "+opt" rows
     assert all(line.rstrip(" |").endswith("| 1") for line in lines[2:])
 
 
@@ -302,6 +280,6 @@ def test_the_snakefile_parses_and_plans_without_importing_torch(tmp_path, checkp
         proc = subprocess.run(
             [sys.executable, "-c", code, "--snakefile", str(REPO / "Snakefile"), "--directory",
              str(directory), "--dry-run", "--quiet", "--cores", "1"],
-            capture_output=True, text=True, timeout=600,
+            capture_output=True, text=True, timeout=time_limit(600),
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-3000:]

@@ -16,7 +16,7 @@ import yaml
 from conftest import generated_images
 from softcfg.models.llamagen import LlamaGenConfig, LlamaGenGenerator
 from softcfg.models.llamagen_vq import VQ16Decoder
-from test_workflow import snakemake
+from workflow_kit import snakemake
 
 pytestmark = [
     pytest.mark.slow,

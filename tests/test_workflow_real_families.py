@@ -16,7 +16,7 @@ from softcfg.metrics.adm import MomentSums
 from softcfg.models.alitok import AliTokConfig, AliTokDecoder, AliTokGenerator
 from softcfg.models.maskgit_vq import MaskGitDecoder
 from softcfg.models.rar import RARConfig, RARGenerator
-from test_workflow import snakemake
+from workflow_kit import snakemake
 
 pytestmark = [
     pytest.mark.slow,

@@ -47,6 +47,7 @@ class LlamaGenConfig:
     depth: int
     heads: int
     image_size: int = 256
+    codebook: int = CODEBOOK  # upstream's ModelArgs.vocab_size; every released c2i model uses 16384
 
     @property
     def grid(self) -> int:
@@ -109,10 +110,10 @@ class LlamaGenGenerator(nn.Module):
         self.config = config
         self.cls_embedding = nn.Module()
         self.cls_embedding.embedding_table = nn.Embedding(NUM_CLASSES + 1, config.dim)
-        self.tok_embeddings = nn.Embedding(CODEBOOK, config.dim)
+        self.tok_embeddings = nn.Embedding(config.codebook, config.dim)
         self.layers = nn.ModuleList(TransformerBlock(config.dim, config.heads) for _ in range(config.depth))
         self.norm = RMSNorm(config.dim)
-        self.output = nn.Linear(config.dim, CODEBOOK, bias=False)
+        self.output = nn.Linear(config.dim, config.codebook, bias=False)
         # a plain float32 attribute, like upstream's freqs_cis: never cast to bf16/fp16 with the weights
         self.rope = llamagen_rope_table(config.dim // config.heads, config.grid)
 
@@ -132,7 +133,6 @@ class LlamaGenGenerator(nn.Module):
 class LlamaGen(ARModel):
     """The adapter: the class token and image-token slots, and the VQ-16 decoder for images."""
 
-    vocab_size = CODEBOOK
     num_classes = NUM_CLASSES
     null_class = NUM_CLASSES
     prefix_len = 1
@@ -142,6 +142,7 @@ class LlamaGen(ARModel):
     ) -> None:
         super().__init__()
         self.generator = LlamaGenGenerator(config)
+        self.vocab_size = config.codebook
         self.tokenizer = tokenizer
         self.num_tokens = config.grid**2
         self.eval_size = eval_size
