@@ -31,13 +31,17 @@ lint: install
 	$(BIN)/softcfg schema --check
 
 # Tiers by marker: unit, workflow, cluster (`pytest -m unit` ...); slow ones of any tier in test-slow.
+# Two pytest-xdist workers (one per core), a test file per worker at a time, so that a module's fixtures
+# (the shared sweep, the SLURM cluster) are built once. `make test` prints each tier's time and budget.
+XDIST ?= -n 2 --dist loadfile
 test-fast: install
-	$(BIN)/pytest -q --durations=20
+	$(BIN)/pytest -q $(XDIST) --durations=25
 
 test-slow: install
-	$(BIN)/pytest -q -m slow --durations=20
+	$(BIN)/pytest -q -m slow $(XDIST) --durations=25
 
-test: lint test-fast test-slow
+test: install
+	bash scripts/test-tiers.sh
 
 bench: install
 	$(BIN)/python benchmarks/sampler_speed.py

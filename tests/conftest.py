@@ -15,6 +15,9 @@ import yaml
 
 from softcfg.models.digits import DigitsAR, DigitsARConfig, save_digits_ar
 
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # the cores shared out between pytest-xdist workers
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 
 def random_digits_model(seed: int = 0) -> DigitsAR:
     """Random weights with a sharpened head, so distributions (and SoftCFG weights) are far from uniform."""
@@ -86,9 +89,9 @@ def sweep_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def finished(tmp_path_factory, sweep_checkpoint, digits_classifier, plugin_site) -> Path:
-    """The shared digits sweep (``workflow_kit.shared_config``) run to the end once per test run, one job
-    per shard; its tests only read it (or add files of their own). Tests that use it carry
-    ``xdist_group("sweep")``, so one pytest-xdist worker runs them all."""
+    """The shared digits sweep (``workflow_kit.shared_config``) run to the end, one job per shard; its
+    tests only read it (or add files of their own). They all live in ``test_workflow.py``, so that
+    pytest-xdist's ``--dist loadfile`` runs it on one worker."""
     import yaml
 
     from workflow_kit import shared_config, snakemake
@@ -159,7 +162,10 @@ def generated_images(n: int, size: int, seed: int, palette_shift: int = 0) -> np
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tiers: every test not marked ``workflow`` or ``cluster`` is a ``unit`` test (``-m unit``)."""
+    """Tiers: every test not marked ``workflow`` or ``cluster`` is a ``unit`` test (``-m unit``).
+    Order: workflow and cluster tests first, so that their long sweeps start while the other
+    pytest-xdist worker runs the short tests, rather than trailing at the end."""
     for item in items:
         if not any(item.get_closest_marker(tier) for tier in ("workflow", "cluster")):
             item.add_marker(pytest.mark.unit)
+    items.sort(key=lambda item: item.get_closest_marker("unit") is not None)  # stable: files stay whole

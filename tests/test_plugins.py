@@ -1,6 +1,6 @@
 """A guidance method and a model family installed from a package made here, found through the
 ``softcfg.methods`` and ``softcfg.models`` entry points by the config, ``softcfg sample`` and the
-workflow, without editing softcfg."""
+workflow (the shared sweep of ``test_workflow.py`` runs its method), without editing softcfg."""
 
 from __future__ import annotations
 
@@ -59,17 +59,3 @@ def test_softcfg_sample_runs_the_installed_method_and_family(plugin_site, tmp_pa
     with np.load(tmp_path / "p" / "shard_0001.npz") as p, np.load(tmp_path / "c" / "shard_0001.npz") as c:
         assert np.array_equal(p["arr_0"], c["arr_0"]) and np.array_equal(p["arr_1"], c["arr_1"])
         assert len(np.unique(p["arr_0"].reshape(6, -1), axis=0)) > 1
-
-
-@pytest.mark.workflow
-@pytest.mark.xdist_group("sweep")
-def test_the_workflow_sweeps_the_installed_method(finished):
-    """The shared sweep (``workflow_kit.shared_config``) runs the plugin's method at its own two scales."""
-    import pandas as pd
-
-    metrics = pd.read_parquet(finished / "results" / "metrics.parquet")
-    fid = metrics[(metrics["metric"] == "fid") & (metrics["method"] == "sharp")].sort_values("gamma")
-    assert fid["run_id"].tolist() == ["tiny-sharp-g2-k1-s0", "tiny-sharp-g3-k1-s0"]
-    assert fid["sharpen"].tolist() == [2.0, 2.0] and fid["method_name"].eq("sharpened_cfg").all()
-    assert fid["value"].notna().all()
-    assert "sharp" in (finished / "results" / "tables" / "ablation.md").read_text()

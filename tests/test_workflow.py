@@ -21,7 +21,7 @@ from softcfg.report import FIGURES
 from softcfg.sweep import load_sweep
 from workflow_kit import REPO, shared_config, small_config, snakemake, time_limit
 
-pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("sweep")]  # the shared sweep's worker
+pytestmark = pytest.mark.workflow
 
 
 def make_workdir(root: Path, checkpoint: Path) -> Path:
@@ -32,7 +32,7 @@ def make_workdir(root: Path, checkpoint: Path) -> Path:
 
 RUNS = {
     "tiny-none-s0", "tiny-cfg-g2-k1-s0", "tiny-softcfg-g2-k1-s0", "tiny-softcfg_stepnorm-g2-k1-s0",
-    "tiny-softcfg_stepnorm_kv-g2-k1-s0", "tiny-sharp-g2-k1-s0", "tiny-sharp-g3-k1-s0",
+    "tiny-softcfg_stepnorm_kv-g2-k1-s0", "tiny-sharp-g2-k1-s0",
 }  # fmt: skip
 
 
@@ -75,6 +75,17 @@ def test_metrics_table_is_tidy_and_complete(finished):
     assert set(ranged["ci_resamples"]) == {200, 40}  # bootstrap draws; recall: 40 one-sample blocks left out
     assert ranged["ci_method"].str.endswith("reference fixed").all()
     assert table[~with_interval][["ci_low", "ci_high", "ci_level"]].isna().all().all()
+
+
+def test_the_workflow_sweeps_the_installed_plugins_method(finished):
+    """The plugin's method (``tests/plugin``, found through its entry point) over the grid, its own option
+    recorded in the Parquet rows."""
+    metrics = pd.read_parquet(finished / "results" / "metrics.parquet")
+    fid = metrics[(metrics["metric"] == "fid") & (metrics["method"] == "sharp")]
+    assert fid["run_id"].tolist() == ["tiny-sharp-g2-k1-s0"] and fid["gamma"].tolist() == [2.0]
+    assert fid["sharpen"].tolist() == [2.0] and fid["method_name"].eq("sharpened_cfg").all()
+    assert fid["value"].notna().all()
+    assert "| sharp" in (finished / "results" / "tables" / "ablation.md").read_text()
 
 
 def test_compare_prints_the_paired_difference_of_two_runs(finished, capsys, monkeypatch):

@@ -1,8 +1,11 @@
-"""The workflow on the real families: tiny random AliTok and RAR checkpoints in the official layouts,
-two shards per run, scored with the ADM Inception suite against a reference batch, through Snakemake."""
+"""The workflow on the real class-conditional families in one sweep: tiny random AliTok and RAR checkpoints
+in the official layouts, and LlamaGen in its official file formats (a DDP training checkpoint, the
+tokenizer's ``{"model": ...}`` file) sampled at 384 px and resized to 256 as LlamaGen's evaluation does;
+two shards per run, scored with the ADM Inception suite against one reference batch, through Snakemake."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
@@ -14,6 +17,8 @@ import yaml
 from conftest import generated_images
 from softcfg.metrics.adm import MomentSums
 from softcfg.models.alitok import AliTokConfig, AliTokDecoder, AliTokGenerator
+from softcfg.models.llamagen import LlamaGenConfig, LlamaGenGenerator
+from softcfg.models.llamagen_vq import VQ16Decoder
 from softcfg.models.maskgit_vq import MaskGitDecoder
 from softcfg.models.rar import RARConfig, RARGenerator
 from workflow_kit import snakemake
@@ -48,16 +53,46 @@ def write_checkpoints(root) -> dict:
     }  # fmt: skip
 
 
-def test_alitok_and_rar_sweep_through_snakemake(tmp_path, inception_weights):
-    models = write_checkpoints(tmp_path)
-    np.savez(tmp_path / "ref.npz", arr_0=generated_images(16, 256, seed=0))
+def write_llamagen(root) -> dict:
+    """The generator as a DDP training checkpoint and the tokenizer with its encoder side, random weights."""
+    torch.manual_seed(0)
+    generator = LlamaGenGenerator(LlamaGenConfig(**SIZES, image_size=384))
+    args = argparse.Namespace(gpt_model="GPT-tiny", image_size=384)
+    torch.save({"model": generator.state_dict(), "steps": 1, "args": args}, root / "c2i_tiny_384.pt")
+    vq = VQ16Decoder(channels=32, z_channels=32)
+    encoder = {
+        "encoder.conv_in.weight": torch.zeros(32, 3, 3, 3),
+        "quantize.codebook_used": torch.zeros(65536),
+    }
+    torch.save({"model": {**vq.state_dict(), **encoder}}, root / "vq_ds16_c2i.pt")
+    return {
+        "family": "llamagen", "checkpoint": str(root / "c2i_tiny_384.pt"),
+        "tokenizer": str(root / "vq_ds16_c2i.pt"), "image_size": 384, "eval_size": 256,
+        **SIZES, "device": "cpu", "dtype": "fp32",
+    }  # fmt: skip
+
+
+LLAMAGEN_RUNS = ("llamagen-cfg_l384-g2-k0-s0", "llamagen-softcfg_l384-g2-k0-s0")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, inception_weights):
+    root = tmp_path_factory.mktemp("real")
+    models = {**write_checkpoints(root), "llamagen": write_llamagen(root)}
+    np.savez(root / "ref.npz", arr_0=generated_images(16, 256, seed=0))
+    c2i, llamagen = {"models": ["alitok", "rar"]}, {"models": ["llamagen"], "gamma": [2.0], "k": [0.0]}
     config = {
         "models": models,
-        "methods": {"none": {"name": "none"}, "softcfg": {"name": "softcfg"}},
+        "methods": {
+            "none": {"name": "none", **c2i},
+            "softcfg": {"name": "softcfg", **c2i},
+            "cfg_l384": {"name": "cfg", "preset": "llamagen-L-384", **llamagen},
+            "softcfg_l384": {"name": "softcfg", "preset": "llamagen-L-384", **llamagen},
+        },
         "grid": {"gamma": [2.0], "k": [1.0]},
         "sampling": {"samples_per_run": 8, "shard_size": 4, "batch_size": 4},
         "metrics": {
-            "reference": str(tmp_path / "ref.npz"),
+            "reference": str(root / "ref.npz"),
             "kid_subset_size": 4,
             "bootstrap": {"resamples": 3, "blocks": 2},  # 2048 x 2048 eigendecompositions: a few
         },
@@ -65,12 +100,15 @@ def test_alitok_and_rar_sweep_through_snakemake(tmp_path, inception_weights):
         "tables": ["ablation"],
         "figures": ["fid_vs_gamma", "samples"],
     }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    proc = snakemake(tmp_path)
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(root)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "results"
 
-    results = tmp_path / "results"
+
+def test_alitok_and_rar_are_scored_and_fid_is_recomputed_from_the_features(results, inception_weights):
     table = pd.read_parquet(results / "metrics.parquet")
+    table = table[table["model"] != "llamagen"]
     assert set(table["model"]) == {"alitok", "rar"} and table["num_samples"].eq(8).all()
     assert set(table["metric"]) == {"fid", "sfid", "kid", "kid_std", "precision", "recall"}  # no IS head
     assert table["value"].notna().all()
@@ -99,3 +137,20 @@ def test_alitok_and_rar_sweep_through_snakemake(tmp_path, inception_weights):
     for shard in (results / "samples" / run).glob("shard_*.npz"):
         assert np.load(shard)["arr_0"].shape == (4, 256, 256, 3)
     assert (results / "tables" / "ablation.md").is_file() and (results / "figures" / "samples.png").is_file()
+
+
+def test_llamagen_samples_at_384_are_resized_to_256_and_scored(results):
+    table = pd.read_parquet(results / "metrics.parquet")
+    table = table[table["model"] == "llamagen"]
+    assert set(table["run_id"]) == set(LLAMAGEN_RUNS)
+    assert table["num_samples"].eq(8).all() and table["value"].notna().all()
+    assert {"fid", "sfid", "precision", "recall"} <= set(table["metric"])
+    for run in LLAMAGEN_RUNS:
+        recorded = yaml.safe_load((results / "runs" / run / "run.yaml").read_text())
+        assert (recorded["model"]["image_size"], recorded["model"]["eval_size"]) == (384, 256)
+        assert recorded["method"]["top_k"] == 0 and recorded["method"]["top_p"] == 1.0
+        shards = sorted((results / "samples" / run).glob("shard_*.npz"))
+        assert len(shards) == 2
+        for shard in shards:
+            images = np.load(shard)["arr_0"]
+            assert images.shape == (4, 256, 256, 3) and images.dtype == np.uint8

@@ -72,7 +72,7 @@ def small_config(checkpoint: Path) -> dict:
 
 
 def shared_config(checkpoint: Path) -> dict:
-    """``small_config`` plus the installed plugin's method at two scales (one at the focus)."""
+    """``small_config`` plus the installed plugin's method, with an option of its own."""
     config = small_config(checkpoint)
-    config["methods"]["sharp"] = {"name": "sharpened_cfg", "sharpen": 2.0, "gamma": [2.0, 3.0]}
+    config["methods"]["sharp"] = {"name": "sharpened_cfg", "sharpen": 2.0}
     return config
