@@ -170,6 +170,7 @@ class JanusPro(ARModel):
         ).last_hidden_state
         return self._logits(hidden[:, ids.shape[1] - 1 :])
 
+    @torch.no_grad()  # the shard writer decodes in a background thread, outside the loop's inference mode
     def decode_images(self, tokens: Tensor) -> Tensor:
         pixels = self.hf.model.vqmodel.decode(tokens.to(self.hf.device))  # [N, 3, H, W], about [-1, 1]
         return images_to_uint8((pixels.float() + 1) / 2)

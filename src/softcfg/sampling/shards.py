@@ -12,8 +12,8 @@ where the image's token map lies in the sequence (``token_grid``): what the conf
 
 With a checkpoint folder, every completed batch is kept there (atomically) until the shard is written, so
 a job that is killed, preempted or timed out resumes from its last completed batch and still produces
-the same bytes. Partial batches are never kept; batches written under another key (another run config or
-checkpoint file) are ignored.
+the same bytes. Partial batches are never kept; batches written under another key (another run config,
+checkpoint file or folder, tokenizer or prompt set) are ignored.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from softcfg import layout
 from softcfg.conditioning import ClassLabels, Conditions, Unconditional
 from softcfg.config import RunConfig
 from softcfg.data.prompts import PromptSet
-from softcfg.io.atomic import sha256_file
+from softcfg.io.digest import content_sha256
 from softcfg.io.shards import manifest_path, shard_verified, write_group_record, write_npz, write_shard
 from softcfg.models.base import ARModel
 from softcfg.options import UserError
@@ -168,9 +168,11 @@ def sample_shard(
     progress: bool = True,
     checkpoint_dir: Path | None = None,
     key: str = "",
+    prompts: PromptSet | None = None,
 ) -> Shard:
     """Sample every batch of shard ``shard_index`` and decode it to uint8 images, keeping completed
-    batches in ``checkpoint_dir`` (under ``key``) when given.
+    batches in ``checkpoint_dir`` (under ``key``) when given. A text-conditioned run's ``prompts`` (read
+    once per job by the caller) are read here if not given.
 
     Batch b is decoded, copied to the host and kept by a background thread (on a GPU in a side stream)
     while batch b + 1 samples, so the device never waits on the image decoder, the copy or the disk; one
@@ -178,7 +180,8 @@ def sample_shard(
     s = run.sampling
     batch_size = s.batch_for(run.model)
     device = next(model.parameters()).device
-    prompts = run.model.prompt_set() if run.model.prompts is not None else None
+    if prompts is None and run.model.prompts is not None:
+        prompts = run.model.prompt_set()
     conditions = shard_conditions(model, shard_index, s.shard_size, prompts, run.model.per_prompt)
     side = torch.cuda.Stream(device) if device.type == "cuda" else None
     seeds: list[int] = []
@@ -233,25 +236,35 @@ def discard_checkpoints(checkpoint_dir: Path) -> None:
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
 
-def resume_key(run: RunConfig) -> str:
-    """What kept batches must have been sampled under: the run config and the checksums of the files it
-    loads (contents, not modification times: a copied or touched checkpoint resumes, a changed one not)."""
-    files = [run.model.checkpoint, run.model.tokenizer]
-    key = [run.config_hash(), *(sha256_file(f) if f is not None else None for f in files)]
-    if run.model.prompts is not None:  # a file or a folder: the prompt set's own checksum
-        key.append(run.model.prompt_set().sha256)
+def resume_key(run: RunConfig, prompts: PromptSet | None = None) -> str:
+    """What kept batches must have been sampled under: the run config and the content digests of the
+    files it loads (``io.digest``: a checkpoint file or folder, the tokenizer), and the prompt set's."""
+    model = run.model
+    files = {"model.checkpoint": model.checkpoint, "model.tokenizer": model.tokenizer}
+    key = [run.config_hash()]
+    key += [content_sha256(path, role) if path is not None else None for role, path in files.items()]
+    if model.prompts is not None:  # a file or a folder: the prompt set's own checksum
+        key.append((prompts or model.prompt_set()).sha256)
     return json.dumps(key)
 
 
 def write_run_shard(
-    run: RunConfig, model: ARModel, shard_index: int, out: Path, key: str, progress: bool
+    run: RunConfig,
+    model: ARModel,
+    shard_index: int,
+    out: Path,
+    key: str,
+    progress: bool,
+    prompts: PromptSet | None = None,
 ) -> Shard:
     """Sample shard ``shard_index`` of ``run`` into ``out`` (+ its manifest), resuming from the batches
     an interrupted attempt kept beside it; returns the shard."""
     from softcfg.io.provenance import git_commit, package_versions
 
+    if prompts is None and run.model.prompts is not None:
+        prompts = run.model.prompt_set()
     checkpoints = out.parent / f".{out.stem}.batches"
-    shard = sample_shard(model, run, shard_index, progress, checkpoints, key)
+    shard = sample_shard(model, run, shard_index, progress, checkpoints, key, prompts)
     arrays, facts = shard.conditions.record()
     manifest = {
         "run": run.to_dict(),
@@ -271,9 +284,7 @@ def write_run_shard(
         manifest["label_scheme"] = "class = (shard_index * shard_size + i) % num_classes"
     if "prompt_index" in arrays:
         manifest["prompt_scheme"] = "prompt = (shard_index * shard_size + i) // images_per_prompt"
-        manifest["prompt_set"] = prompt_set_record(
-            run.model.prompt_set(), run.model.per_prompt, arrays["prompt_index"]
-        )
+        manifest["prompt_set"] = prompt_set_record(prompts, run.model.per_prompt, arrays["prompt_index"])
     write_shard(out, shard.images, arrays, manifest)
     discard_checkpoints(checkpoints)
     return shard
@@ -295,7 +306,8 @@ def write_shard_group(
     loaded only if a shard is left to sample."""
     from softcfg.models.loading import load_model
 
-    key = resume_key(run)
+    prompts = run.model.prompt_set() if run.model.prompts is not None else None  # read once per job
+    key = resume_key(run, prompts)
     paths = [record.parent / layout.shard_name(i) for i in range(first, last + 1)]
     model = None
     for index, path in zip(range(first, last + 1), paths, strict=True):
@@ -303,5 +315,5 @@ def write_shard_group(
             yield index, None
             continue
         model = model if model is not None else load_model(run.model)
-        yield index, write_run_shard(run, model, index, path, key, progress)
+        yield index, write_run_shard(run, model, index, path, key, progress, prompts)
     write_group_record(record, paths)
