@@ -137,3 +137,39 @@ def test_missing_or_unreadable_checkpoints_are_named_in_one_line(tmp_path, folde
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model.checkpoint" in err[0] and "Permission denied" in err[0]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_softcfg_replay_takes_prompt_rows_and_equals_the_teacher_forced_passes(tmp_path, folder, capsys):
+    """CFG replayed on the run's prompt rows: cond and uncond are the model's uncached passes on those
+    prompts and on DeepSeek's unconditional rows, guided is ``l_u + 5 (l_c - l_u)``."""
+    import torch
+
+    from softcfg.config import parse_model
+    from softcfg.models.loading import load_model
+
+    config = run_config(tmp_path / "run.yaml", folder)
+    data = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**data, "method": {"name": "cfg", "gamma": 5.0, "k": 0.0}}))
+    index = np.array([2, 0], dtype=np.int64)
+    tokens = np.random.default_rng(0).integers(0, 64, (2, GRID**2)).astype(np.int64)
+    np.save(tmp_path / "index.npy", index)
+    np.save(tmp_path / "tokens.npy", tokens)
+    args = ["replay", "--config", str(config), "--tokens", str(tmp_path / "tokens.npy")]
+    assert main([*args, "--prompt-index", str(tmp_path / "index.npy"), "--out", str(tmp_path / "r.npz")]) == 0
+    model = load_model(parse_model({"family": "janus", "checkpoint": str(folder)}))
+    prompts = model.prompts([PROMPTS[2], PROMPTS[0]])
+    with torch.inference_mode():
+        cond = model(prompts, torch.from_numpy(tokens)).numpy()
+        uncond = model(model.unconditional(prompts), torch.from_numpy(tokens)).numpy()
+    with np.load(tmp_path / "r.npz") as out:
+        np.testing.assert_allclose(out["cond"], cond, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(out["uncond"], uncond, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(out["guided"], uncond + 5.0 * (cond - uncond), rtol=1e-4, atol=5e-4)
+
+    (tmp_path / "other.txt").write_text("dog\n")
+    other = [*args, "--prompts", str(tmp_path / "other.txt"), "--out", str(tmp_path / "o.npz")]
+    assert main([*other, "--prompt-index", str(tmp_path / "index.npy")]) != 0
+    assert "--prompt-index must lie in [0, 1)" in capsys.readouterr().err
+    np.save(tmp_path / "labels.npy", np.array([1, 2], dtype=np.int64))
+    assert main([*args, "--labels", str(tmp_path / "labels.npy"), "--out", str(tmp_path / "l.npz")]) != 0
+    assert "janus is text-conditioned" in capsys.readouterr().err and not (tmp_path / "l.npz").exists()

@@ -24,9 +24,12 @@ from softcfg.options import ConfigError, UserError
 from softcfg.report import FIGURES, TABLES
 
 if TYPE_CHECKING:
+    from softcfg.conditioning import Conditions
+    from softcfg.config import RunConfig
     from softcfg.data.digits import DigitsSplit
     from softcfg.metrics.bootstrap import Resampling
     from softcfg.metrics.inception import InceptionWeights
+    from softcfg.models.base import ARModel
 
 
 def _fail(message: str) -> None:
@@ -136,25 +139,51 @@ def _load_int_array(path: str, ndim: int, flag: str) -> np.ndarray:
     return array
 
 
-def cmd_replay(args: argparse.Namespace) -> None:
+def _replay_conditions(args: argparse.Namespace, run: RunConfig, model: ARModel, rows: int) -> Conditions:
+    """Class labels (``--labels``) for class-conditional families; for text families the rows
+    (``--prompt-index``) of the run's prompt set, or of ``--prompts``, tokenized as sampling does."""
     import torch
 
     from softcfg.conditioning import ClassLabels
+    from softcfg.data.prompts import read_prompts
+
+    if model.conditioning == "text":
+        if args.labels is not None or args.prompt_index is None:
+            _fail(f"--prompt-index: {run.model.family} is text-conditioned; give the rows of its prompt set")
+        index = _load_int_array(args.prompt_index, 1, "--prompt-index")
+        if args.prompts is not None:
+            _check_inputs([args.prompts], "--prompts")
+        prompts = read_prompts(args.prompts) if args.prompts is not None else run.model.prompt_set()
+        if index.shape[0] != rows:
+            _fail(f"--tokens has {rows} rows but --prompt-index has {index.shape[0]}")
+        if index.min() < 0 or index.max() >= len(prompts):
+            span = f"[{index.min()}, {index.max()}]"
+            _fail(f"--prompt-index must lie in [0, {len(prompts)}) (rows of {prompts.path}), got {span}")
+        texts = [prompts.entries[i].text for i in index.tolist()]
+        return model.prompts(texts).with_index(torch.from_numpy(index))
+    if args.prompt_index is not None or args.prompts is not None or args.labels is None:
+        _fail(f"--labels: {run.model.family} is {model.conditioning}-conditioned; give its class labels")
+    labels = _load_int_array(args.labels, 1, "--labels")
+    if labels.shape[0] != rows:
+        _fail(f"--tokens has {rows} rows but --labels has {labels.shape[0]}")
+    if labels.min() < 0 or labels.max() >= model.num_classes:
+        _fail(f"--labels must lie in [0, {model.num_classes}), got [{labels.min()}, {labels.max()}]")
+    return ClassLabels(torch.from_numpy(labels))
+
+
+def cmd_replay(args: argparse.Namespace) -> None:
+    import torch
+
     from softcfg.io.shards import write_npz
     from softcfg.models.loading import load_model
     from softcfg.sampling.replay import replay
 
     run = load_run_config(args.config)
-    labels = _load_int_array(args.labels, 1, "--labels")
     tokens = _load_int_array(args.tokens, 2, "--tokens")
-    if tokens.shape[0] != labels.shape[0]:
-        _fail(f"--tokens has {tokens.shape[0]} rows but --labels has {labels.shape[0]}")
     model = load_model(run.model)
-    if labels.min() < 0 or labels.max() >= model.num_classes:
-        _fail(f"--labels must lie in [0, {model.num_classes}), got [{labels.min()}, {labels.max()}]")
+    conditions = _replay_conditions(args, run, model, tokens.shape[0])
     device = next(model.parameters()).device
-    conditions = ClassLabels(torch.from_numpy(labels).to(device))
-    write_npz(args.out, replay(model, run.method, conditions, torch.from_numpy(tokens).to(device)))
+    write_npz(args.out, replay(model, run.method, conditions.to(device), torch.from_numpy(tokens).to(device)))
 
 
 def cmd_run_config(args: argparse.Namespace) -> None:
@@ -566,7 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("replay", help="teacher-forced per-step cond/uncond/guided logits")
     p.add_argument("--config", required=True)
-    p.add_argument("--labels", required=True, help="int64 [B] .npy")
+    p.add_argument("--labels", help="class-conditional families: int64 [B] .npy of class ids")
+    p.add_argument("--prompt-index", help="text families: int64 [B] .npy of rows of the prompt set")
+    p.add_argument("--prompts", help="text families: this prompt file or folder instead of the run's")
     p.add_argument("--tokens", required=True, help="int64 [B, T] .npy")
     p.add_argument("--out", required=True, help="npz with cond, uncond, guided [B, T, V] (and weights)")
     p.set_defaults(func=cmd_replay)
