@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hf_scorers import build_hf_scorers
 from softcfg.cli import main
 from softcfg.metrics import geneval as g
 from softcfg.metrics.t2i_backends import load_detector, load_vqa
@@ -267,96 +268,11 @@ def test_dpg_cli_with_the_scene_backend(tmp_path, digits, classifier, capsys):
 # --- tiny random-weight transformers models -------------------------------------------------------------
 
 
-def _byte_chars() -> list[str]:
-    """GPT-2's byte-to-unicode table, which CLIP's BPE vocabulary is written in."""
-    keep = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    chars, extra = [], 0
-    for b in range(256):
-        if b in keep:
-            chars.append(chr(b))
-        else:
-            chars.append(chr(256 + extra))
-            extra += 1
-    return chars
-
-
 @pytest.fixture(scope="module")
 def hf_folders(tmp_path_factory) -> Iterator[dict[str, Path]]:
     with pytest.MonkeyPatch.context() as env:  # offline: every model below is built here from a config
         env.setenv("HF_HUB_OFFLINE", "1")
-        yield _build_hf_folders(tmp_path_factory.mktemp("hf"))
-
-
-def _build_hf_folders(root: Path) -> dict[str, Path]:
-    import torch
-    import transformers as T
-
-    torch.manual_seed(0)
-    swin = T.SwinConfig(
-        image_size=64, patch_size=4, embed_dim=32, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=2,
-        out_features=["stage1", "stage2", "stage3", "stage4"],
-    )  # fmt: skip
-    sizes = {"hidden_dim": 32, "mask_feature_size": 32, "feature_size": 32, "dim_feedforward": 32}
-    layers = {
-        "encoder_layers": 1,
-        "decoder_layers": 2,
-        "encoder_feedforward_dim": 32,
-        "num_attention_heads": 2,
-    }
-    m2f = T.Mask2FormerConfig(backbone_config=swin, num_labels=80, num_queries=6, **sizes, **layers)
-    T.Mask2FormerForUniversalSegmentation(m2f).save_pretrained(root / "m2f")
-    T.Mask2FormerImageProcessor(
-        size={"shortest_edge": 64, "longest_edge": 96}, size_divisor=32
-    ).save_pretrained(root / "m2f")
-    chars = _byte_chars()
-    vocab = {c: i for i, c in enumerate(chars)} | {c + "</w>": 256 + i for i, c in enumerate(chars)}
-    vocab |= {"<|startoftext|>": 512, "<|endoftext|>": 513}
-    (root / "vocab.json").write_text(json.dumps(vocab))
-    (root / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = T.CLIPTokenizer(str(root / "vocab.json"), str(root / "merges.txt"))
-    T.CLIPProcessor(
-        image_processor=T.CLIPImageProcessor(
-            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-        ),
-        tokenizer=tokenizer,
-    ).save_pretrained(root / "clip")
-    small = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
-    text = {
-        "vocab_size": 514,
-        "max_position_embeddings": 77,
-        "bos_token_id": 512,
-        "eos_token_id": 513,
-        "pad_token_id": 513,
-    }
-    vision = {"image_size": 32, "patch_size": 8, **small}
-    clip = T.CLIPConfig(text_config={**text, **small}, vision_config=vision, projection_dim=8)
-    T.CLIPModel(clip).save_pretrained(root / "clip")
-    words = [
-        "[PAD]",
-        "[UNK]",
-        "[CLS]",
-        "[SEP]",
-        "[MASK]",
-        "[DEC]",
-        "yes",
-        "no",
-        "is",
-        "there",
-        "a",
-        "two",
-        "?",
-    ]
-    (root / "bert.txt").write_text("\n".join(words) + "\n")
-    bert = T.BertTokenizer(str(root / "bert.txt"), bos_token="[DEC]")
-    T.BlipProcessor(
-        image_processor=T.BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=bert
-    ).save_pretrained(root / "blip")
-    blip_text = {"vocab_size": len(words), "encoder_hidden_size": 16, "max_position_embeddings": 32, **small}
-    blip_text |= {"bos_token_id": 5, "pad_token_id": 0, "sep_token_id": 3}
-    T.BlipForQuestionAnswering(
-        T.BlipConfig(text_config=blip_text, vision_config=vision, projection_dim=8)
-    ).save_pretrained(root / "blip")
-    return {"m2f": root / "m2f", "clip": root / "clip", "blip": root / "blip"}
+        yield build_hf_scorers(tmp_path_factory.mktemp("hf"))
 
 
 def test_mask_boxes_are_the_mask_extent():
