@@ -19,7 +19,7 @@ from workflow_kit import REPO, snakemake
 pytestmark = [pytest.mark.slow, pytest.mark.workflow]
 GENEVAL = REPO / "src" / "softcfg" / "data" / "benchmarks" / "geneval" / "evaluation_metadata.jsonl"
 LINES = (0, 100, 300)  # three task kinds of the official set
-RUNS = {"janus-none-s0", "janus-cfg-g5-k0-s0", "janus-softcfg_stepnorm-g5-k0-s0"}
+RUNS = {"janus-cfg-g5-k0-s0", "janus-softcfg_stepnorm-g5-k0-s0"}
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +32,7 @@ def workdir(tmp_path_factory, monkeypatch_module) -> Path:
     config = {
         "models": {"janus": {"family": "janus", "checkpoint": str(folder), "prompts": "prompts.jsonl",
                              "images_per_prompt": 2}},
-        "methods": {"none": {"name": "none"}, "cfg": {"name": "cfg"},
-                    "softcfg_stepnorm": {"name": "softcfg", "step_norm": True}},
+        "methods": {"cfg": {"name": "cfg"}, "softcfg_stepnorm": {"name": "softcfg", "step_norm": True}},
         "grid": {"gamma": [5.0], "k": [0.0]},
         "sampling": {"samples_per_run": 4, "shard_size": 4, "batch_size": 2, "shards_per_job": 1},
         "metrics": {"geneval": {"backend": "hf",

@@ -45,11 +45,9 @@ def model_path(sweep_checkpoint) -> Path:
 
 
 def sweep_config(model_path: Path) -> dict:
-    """The default embedded sweep reduced: three methods, two shards each, sampling and features on GPUs."""
+    """The default embedded sweep reduced: two methods, two shards each, sampling and features on GPUs."""
     config = small_config(model_path)
-    config["methods"] = {
-        k: v for k, v in config["methods"].items() if k in ("none", "cfg", "softcfg_stepnorm")
-    }
+    config["methods"] = {k: v for k, v in config["methods"].items() if k in ("cfg", "softcfg_stepnorm")}
     config["resources"] = {"sample": {"gpu": 1, "cpus": 1}, "features": {"gpu": 1, "cpus": 1}}
     config["tables"], config["figures"] = ["ablation"], ["fid_vs_gamma"]
     return config
@@ -116,7 +114,7 @@ def test_profile_slurm_gives_the_local_results_with_gpu_jobs_in_arrays(
 
     jobs = sacct(since)
     samples = [j for j in jobs if j[1].startswith("smk-sample-")]
-    assert len(samples) == 3 and all("gres/gpu=1" in j[3] for j in samples)
+    assert len(samples) == 2 and all("gres/gpu=1" in j[3] for j in samples)
     arrays = {j[0].split("_")[0] for j in jobs if j[1].startswith("smk-")}
     assert len(arrays) < len([j for j in jobs if j[1].startswith("smk-")])  # several jobs per sbatch
     logs = "".join(p.read_text() for p in (root / ".snakemake" / "submitit").glob("*/*_log.out"))
