@@ -39,7 +39,6 @@ def digits_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The digits classifier trained once per test run, by the workflow's own ``train_classifier`` rule;
     a file lock in the run's shared temp root lets one pytest-xdist worker train it while the others
     wait. Workflow tests put a copy where the rule writes it (``seed_classifier``)."""
-    import yaml
     from filelock import FileLock
 
     from softcfg import layout
@@ -92,8 +91,6 @@ def finished(tmp_path_factory, sweep_checkpoint, digits_classifier, plugin_site)
     """The shared digits sweep (``workflow_kit.shared_config``) run to the end, one job per shard; its
     tests only read it (or add files of their own). They all live in ``test_workflow.py``, so that
     pytest-xdist's ``--dist loadfile`` runs it on one worker."""
-    import yaml
-
     from workflow_kit import shared_config, snakemake
 
     workdir = tmp_path_factory.mktemp("wf") / "a"
