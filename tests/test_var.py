@@ -372,3 +372,39 @@ def test_greedy_generation_with_the_ramp_matches_an_upstream_style_loop():
         t = cfg * si / (len(PATCH_NUMS) - 1)
         expected[:, start:end] = ((1 + t) * l_c - t * l_u).argmax(-1)
     assert torch.equal(tokens, expected)
+
+
+@pytest.mark.slow
+def test_softcfg_sample_draws_a_var_run_from_official_layout_files(tmp_path):
+    """The user's path: a tiny transformer (depth 1) and the released-size VQVAE (ch160, 10 scales), both
+    saved as raw state dicts as upstream's files are, sampled by ``softcfg sample`` into a shard."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+    import yaml
+
+    from workflow_kit import env, time_limit
+
+    torch.manual_seed(0)
+    torch.save(VARGenerator(VARConfig(64, 1, 1)).state_dict(), tmp_path / "var_d1.pth")
+    torch.save(VQVAE(VQVAEConfig()).state_dict(), tmp_path / "vae_ch160v4096z32.pth")
+    model = {"family": "var", "checkpoint": str(tmp_path / "var_d1.pth"), "dim": 64, "depth": 1, "heads": 1,
+             "tokenizer": str(tmp_path / "vae_ch160v4096z32.pth")}  # fmt: skip
+    run = {"model": model, "method": {"name": "softcfg", "preset": "var-d16"},
+           "sampling": {"shard_size": 2, "batch_size": 2, "seed": 0}}  # fmt: skip
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    out = tmp_path / "samples" / "shards_0003-0003.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "softcfg", "sample", "--config", str(tmp_path / "run.yaml"), "--shards", "3",
+         "--out", str(out), "--no-progress"],
+        env=env(), capture_output=True, text=True, timeout=time_limit(600),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(out.parent / "shard_0003.npz") as data:
+        assert data["arr_0"].shape == (2, 256, 256, 3) and data["arr_0"].dtype == np.uint8
+        assert data["arr_1"].tolist() == [6, 7]  # class (3 * 2 + i) % 1000
+    manifest = json.loads((out.parent / "shard_0003.json").read_text())
+    assert manifest["token_grid"] == {"offset": 680 - 256, "height": 16, "width": 16}  # the last scale
+    assert len(manifest["diagnostics"]["entropy_guided"]) == 10  # one row per scale
