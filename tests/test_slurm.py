@@ -105,8 +105,12 @@ def local(tmp_path_factory, model_path, digits_classifier) -> pd.DataFrame:
 def test_profile_slurm_gives_the_local_results_with_gpu_jobs_in_arrays(
     cluster, local, tmp_path, model_path, digits_classifier
 ):
-    """Both shards of a run in one job here (one job per shard locally): the same metric values."""
+    """Both shards of a run in one job here (one job per shard locally): the same metric values. The
+    run configs are written first, so both sampling jobs are ready in Snakemake's first scheduling pass
+    (else each becomes ready when its local run_config job ends, and may go in an sbatch of its own)."""
     root = workdir(tmp_path / "w", model_path, digits_classifier, shards_per_job="all")
+    proc = snakemake(root, "--until", "run_config")
+    assert proc.returncode == 0, proc.stderr[-3000:]
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     proc = snakemake(root, "--profile", str(REPO / "slurm"), *FAST_POLLING)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -115,8 +119,7 @@ def test_profile_slurm_gives_the_local_results_with_gpu_jobs_in_arrays(
     jobs = sacct(since)
     samples = [j for j in jobs if j[1].startswith("smk-sample-")]
     assert len(samples) == 2 and all("gres/gpu=1" in j[3] for j in samples)
-    arrays = {j[0].split("_")[0] for j in jobs if j[1].startswith("smk-")}
-    assert len(arrays) < len([j for j in jobs if j[1].startswith("smk-")])  # several jobs per sbatch
+    assert len({j[0].split("_")[0] for j in samples}) == 1, samples  # one sbatch: an array of two
     logs = "".join(p.read_text() for p in (root / ".snakemake" / "submitit").glob("*/*_log.out"))
     assert any(f"CUDA_VISIBLE_DEVICES={i}" in logs for i in range(4))
 
