@@ -109,6 +109,22 @@ def _janus(folder: Path) -> Tiny:
     return Tiny(model, model.prompts(TEXTS))
 
 
+def _lumina(folder: Path) -> Tiny:
+    from lumina_tiny import IMAGE_SIZE, TEXTS, save_tiny_lumina_files
+    from softcfg.config import parse_model
+    from softcfg.models.loading import load_model
+
+    checkpoint, movq = save_tiny_lumina_files(folder / "lumina")
+    entry = {
+        "family": "lumina",
+        "checkpoint": str(checkpoint),
+        "tokenizer": str(movq),
+        "image_size": IMAGE_SIZE,
+    }
+    model = load_model(parse_model(entry))
+    return Tiny(model, model.prompts(TEXTS))
+
+
 BUILDERS: dict[str, Callable[[Path], Tiny]] = {
     "digits": _digits,
     "digits_text": _digits_text,
@@ -118,4 +134,5 @@ BUILDERS: dict[str, Callable[[Path], Tiny]] = {
     "llamagen": _llamagen,
     "var": _var,
     "janus": _janus,
+    "lumina": _lumina,
 }

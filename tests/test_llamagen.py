@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from softcfg.conditioning import ClassLabels
 from softcfg.config import parse_model
 from softcfg.methods import parse_method
-from softcfg.models.base import resize_images, signed_images_to_uint8
+from softcfg.models.base import TokenGrid, resize_images, signed_images_to_uint8
 from softcfg.models.llamagen import (
     SIZES,
     LlamaGen,
@@ -137,7 +137,7 @@ def test_forward_matches_a_plain_implementation(size):
 @pytest.mark.parametrize(("image_size", "grid"), [(256, 16), (384, 24)])
 def test_token_grid_and_null_class(image_size, grid):
     model = LlamaGen(LlamaGenConfig(TINY["B"].dim, 1, TINY["B"].heads, image_size, codebook=16))
-    assert model.num_tokens == model.num_slots == grid**2 and model.token_grid() == (0, grid, grid)
+    assert model.num_tokens == model.num_slots == grid**2 and model.token_grid() == TokenGrid(0, grid, grid)
     assert model.generator.rope.shape[0] == 1 + grid**2  # the class slot, then the grid
     assert model.unconditional(ClassLabels(torch.tensor([3, 7]))).labels.tolist() == [1000, 1000]
 

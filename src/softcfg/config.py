@@ -112,7 +112,17 @@ class ModelEntry(Options):
 
     @model_validator(mode="after")
     def _image_sizes(self) -> ModelEntry:
-        sizes = get_family(self.family).image_sizes
+        family = get_family(self.family)
+        sizes, step = family.image_sizes, family.image_size_step
+        if step:
+            if self.image_size is not None and self.image_size % step:
+                raise ValueError(
+                    f"image_size: family {self.family!r} generates multiples of {step} px, "
+                    f"got {self.image_size}"
+                )
+            if self.eval_size is not None:
+                raise ValueError(f"eval_size: family {self.family!r} writes images at the generated size")
+            return self
         if not sizes:
             for key in ("image_size", "eval_size"):
                 if getattr(self, key) is not None:

@@ -19,11 +19,13 @@ from softcfg.options import UserError
 
 
 class TokenGrid(NamedTuple):
-    """Tokens ``offset .. offset + height * width`` of a generation are the image's token map, row-major."""
+    """The image's token map in a generation, row-major: row r is tokens ``offset + r * stride`` ..
+    ``+ width``; ``stride`` (None: ``width``) is larger where each row ends with a structural token."""
 
     offset: int
     height: int
     width: int
+    stride: int | None = None
 
 
 class ARModel(nn.Module):
@@ -169,8 +171,11 @@ def resize_images(images: Tensor, size: int) -> Tensor:
     return F.interpolate(images.float(), size=(size, size), mode="bicubic")
 
 
-def load_state_dict_strict(model: nn.Module, state: dict[str, Tensor], source: str | Path) -> None:
-    """Load ``state`` strictly, naming the first missing, unexpected or mis-shaped keys on failure."""
+def load_state_dict_strict(
+    model: nn.Module, state: dict[str, Tensor], source: str | Path, assign: bool = False
+) -> None:
+    """Load ``state`` strictly, naming the first missing, unexpected or mis-shaped keys on failure;
+    ``assign``: the model takes the tensors themselves (a model built on the meta device)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -188,7 +193,7 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, Tensor], source: s
         problems.append(f"shape mismatch {shapes[:5]}")
     if problems:
         raise UserError(f"checkpoint {source} does not match the model: " + "; ".join(problems))
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=assign)
 
 
 def weights_sha256(state: dict[str, Tensor]) -> str:

@@ -81,6 +81,16 @@ def load_janus(entry: ModelEntry) -> ARModel:
     return janus.load_janus(entry, DTYPES[entry.dtype])
 
 
+def load_lumina(entry: ModelEntry) -> ARModel:
+    try:  # transformers (the folder's tokenizer) is the optional t2i extra
+        from softcfg.models import lumina
+    except ImportError as exc:
+        raise ConfigError(
+            f"model.family: lumina needs transformers (pip install 'softcfg[t2i]'): {exc}"
+        ) from exc
+    return lumina.load_lumina(entry)
+
+
 def load_model(entry: ModelEntry) -> ARModel:
     """The family's model from its checkpoint, in eval mode, on the entry's device and dtype, with its
     decode step compiled when the entry asks for it.

@@ -34,6 +34,9 @@ class Family:
     loader: str  # "package.module:function", function(entry: ModelEntry) -> ARModel
     sizes: tuple[str, ...] = ()  # named upstream sizes; empty: the entry gives dims (or none are needed)
     image_sizes: tuple[int, ...] = ()  # resolutions a model entry must choose from; empty: one, fixed
+    image_size_step: int = 0
+    """Non-zero: the family generates any multiple of this many pixels (its token count follows the
+    size); ``image_sizes[0]`` is the default where an entry names none."""
     presets: Mapping[str, Mapping[str, float | str]] = field(default_factory=dict)  # size[-px] -> options
     paper_name: str = ""  # how the papers' tables name the family (AliTok-XL is "AliTok" size XL)
     paper_rows: Mapping[str, str] = field(default_factory=dict)  # preset key -> Table 1 "generator" column
@@ -54,7 +57,7 @@ class Family:
 
     def batch_size(self, size: str | None, image_size: int | None) -> int | None:
         """The ``auto`` batch size of a model entry's size, or None where the table has none."""
-        key = f"{size}-{image_size}" if self.image_sizes else size
+        key = f"{size}-{image_size or self.image_sizes[0]}" if self.image_sizes else size
         return self.batch_sizes.get(key) if key is not None else None
 
     def load(self, entry: ModelEntry) -> ARModel:
@@ -69,6 +72,9 @@ def _llamagen_preset(cfg_scale: float) -> dict[str, float]:
 
 
 _JANUS_PRESET = {"gamma": 5.0, "k": 0.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+# scripts/sample.sh (Alpha-VLLM/Lumina-mGPT-2.0 at f44a4d7): --cfg 4.0 --top_k 4096 --temperature 1.0
+# --width 768 --height 768; inference_solver.py's CFG scale stays at 4.0 (its decay is floored there)
+_LUMINA_PRESET = {"gamma": 4.0, "k": 0.0, "temperature": 1.0, "top_k": 4096, "top_p": 1.0}
 _VAR_PRESET = {"gamma": 2.5, "schedule": "ramp", "top_k": 900, "top_p": 0.96, "temperature": 1.0}
 
 _BUILTIN = (
@@ -168,6 +174,20 @@ _BUILTIN = (
         checkpoint_folder=True,
         extractor="none",  # text-to-image: exported for the GenEval / DPG-Bench scorers, not Inception
         conditioning="text",
+    ),
+    Family(
+        "lumina",
+        "softcfg.models.loading:load_lumina",
+        paper_name="Lumina-mGPT 2.0",
+        sizes=("7B",),
+        image_sizes=(768,),
+        image_size_step=32,  # the size tokens count 32 px grids
+        presets={"7B-768": _LUMINA_PRESET},
+        checkpoint_folder=True,
+        extractor="none",
+        conditioning="text",
+        # KV cache per image at 768 px: 32 layers x ~9.4k slots x 4096 x 12 bytes, about 14.8 GB
+        batch_sizes={"7B-768": 2},
     ),
 )
 _REGISTRY: dict[str, Family] = {f.name: f for f in _BUILTIN}

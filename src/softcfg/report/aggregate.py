@@ -92,11 +92,15 @@ def summarize_shards(manifests: list[dict]) -> dict:
 
 def grid_cells(token: np.ndarray, grid: dict | None) -> dict[str, pd.arrays.IntegerArray]:
     """``grid_row``/``grid_col`` of each token index in the row-major token map ``grid`` (``offset``,
-    ``height``, ``width``), null outside it and everywhere without one."""
+    ``height``, ``width``, optional row ``stride``), null outside it and everywhere without one."""
     position = token - (grid["offset"] if grid else 0)
-    width = grid["width"] if grid else 1
-    inside = (position >= 0) & (position < grid["height"] * width) if grid else np.zeros(token.shape, bool)
-    cells = {"grid_row": position // width, "grid_col": position % width}
+    stride = (grid.get("stride") or grid["width"]) if grid else 1
+    row, col = position // stride, position % stride
+    if grid:
+        inside = (position >= 0) & (row < grid["height"]) & (col < grid["width"])
+    else:
+        inside = np.zeros(token.shape, bool)
+    cells = {"grid_row": row, "grid_col": col}
     return {name: pd.arrays.IntegerArray(v.astype(np.int64), ~inside) for name, v in cells.items()}
 
 

@@ -36,7 +36,7 @@ from softcfg.config import RunConfig
 from softcfg.data.prompts import PromptSet
 from softcfg.io.digest import content_sha256
 from softcfg.io.shards import manifest_path, shard_verified, write_group_record, write_npz, write_shard
-from softcfg.models.base import ARModel
+from softcfg.models.base import ARModel, TokenGrid
 from softcfg.options import UserError
 from softcfg.sampling.diagnostics import ConfidenceMaps, StepDiagnostics
 from softcfg.sampling.loop import generate
@@ -277,7 +277,7 @@ def write_run_shard(
         "versions": package_versions(),
         "git_commit": git_commit(),
         "diagnostics": shard.diagnostics.as_dict() if shard.diagnostics is not None else None,
-        "token_grid": grid._asdict() if (grid := model.token_grid()) is not None else None,
+        "token_grid": grid_record(model.token_grid()),
         "confidence_maps": {name: values.tolist() for name, values in shard.confidence.items()} or None,
     }
     if shard.conditions.kind == "class":
@@ -288,6 +288,11 @@ def write_run_shard(
     write_shard(out, shard.images, arrays, manifest)
     discard_checkpoints(checkpoints)
     return shard
+
+
+def grid_record(grid: TokenGrid | None) -> dict[str, int] | None:
+    """The token grid as the manifest records it; a row stride only where rows have one."""
+    return None if grid is None else {k: v for k, v in grid._asdict().items() if v is not None}
 
 
 def kept_shard(path: Path, key: str) -> bool:
