@@ -1,6 +1,7 @@
-"""Janus-Pro through the Snakemake workflow as a user configures it: a ``save_pretrained`` folder (a tiny
-random model) sampling three GenEval prompts, exported in GenEval's layout and scored by the ``hf``
-backend (tiny random Mask2Former and CLIP folders), joined into metrics.parquet and the t2i table."""
+"""The real text-to-image families through the Snakemake workflow as a user configures them: Janus-Pro
+(a ``save_pretrained`` folder) and Lumina-mGPT 2.0 (its folder and MoVQGAN file), tiny random models,
+sampling three GenEval prompts, exported in GenEval's layout and scored by the ``hf`` backend (tiny
+random Mask2Former and CLIP folders), joined into metrics.parquet and the t2i table; a rerun is a no-op."""
 
 from __future__ import annotations
 
@@ -14,24 +15,30 @@ import yaml
 
 from hf_scorers import build_hf_scorers
 from janus_tiny import GRID, save_tiny_janus
+from lumina_tiny import IMAGE_SIZE, save_tiny_lumina_files
 from workflow_kit import REPO, snakemake
 
 pytestmark = [pytest.mark.slow, pytest.mark.workflow]
 GENEVAL = REPO / "src" / "softcfg" / "data" / "benchmarks" / "geneval" / "evaluation_metadata.jsonl"
 LINES = (0, 100, 300)  # three task kinds of the official set
-RUNS = {"janus-cfg-g5-k0-s0", "janus-softcfg_stepnorm-g5-k0-s0"}
+MODELS = ("janus", "lumina")
+RUNS = {f"{m}-{method}-g5-k0-s0" for m in MODELS for method in ("cfg", "softcfg_stepnorm")}
+assert IMAGE_SIZE == 8 * GRID  # both families' tiny images are 32 px
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, monkeypatch_module) -> Path:
-    root = tmp_path_factory.mktemp("janus_wf")
+    root = tmp_path_factory.mktemp("t2i_families_wf")
     folder = save_tiny_janus(root / "Janus-Pro-tiny")
+    lumina, movq = save_tiny_lumina_files(root)
     scorers = build_hf_scorers(root / "scorers")
     lines = GENEVAL.read_text().splitlines()
     (root / "prompts.jsonl").write_text("".join(lines[i] + "\n" for i in LINES))
     config = {
         "models": {"janus": {"family": "janus", "checkpoint": str(folder), "prompts": "prompts.jsonl",
-                             "images_per_prompt": 2}},
+                             "images_per_prompt": 2},
+                   "lumina": {"family": "lumina", "checkpoint": str(lumina), "tokenizer": str(movq),
+                              "image_size": IMAGE_SIZE, "prompts": "prompts.jsonl", "images_per_prompt": 2}},
         "methods": {"cfg": {"name": "cfg"}, "softcfg_stepnorm": {"name": "softcfg", "step_norm": True}},
         "grid": {"gamma": [5.0], "k": [0.0]},
         "sampling": {"samples_per_run": 4, "shard_size": 4, "batch_size": 2, "shards_per_job": 1},
@@ -71,7 +78,8 @@ def test_every_run_is_sampled_exported_and_scored_by_the_hf_backend(workdir):
             assert len(list((export / prompt / "samples").glob("*.png"))) == 2
             meta = json.loads((export / prompt / "metadata.jsonl").read_text())
             assert meta == json.loads(GENEVAL.read_text().splitlines()[LINES[int(prompt)]])
-    assert "janus" in (results / "tables" / "t2i.md").read_text()
+    table = (results / "tables" / "t2i.md").read_text()
+    assert all(model in table for model in MODELS)
 
 
 def test_a_rerun_is_a_no_op(workdir):

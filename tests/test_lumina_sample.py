@@ -1,0 +1,118 @@
+"""Lumina-mGPT 2.0 (a tiny random model in the official layouts) through ``softcfg sample`` and ``softcfg
+replay`` as a user runs them: prompt shards keyed by the folder's and the MoVQGAN file's contents, the
+confidence maps on the code grid, a killed job that resumes to the bytes of an uninterrupted one, and
+replay on prompt rows equal to the model's teacher-forced passes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from lumina_tiny import GRID, IMAGE_SIZE, save_tiny_lumina_files
+from softcfg.cli import main
+from test_cli import Crash, sample_args
+from test_janus_sample import folder_digest
+from workflow_kit import env, time_limit
+
+PROMPTS = ["a red cat on the mat", "dog", "a blue sky"]
+SAMPLING = {"seed": 1, "shard_size": 4, "batch_size": 2}  # 3 prompts x 2 images: shards of 4 and 2
+TOKENS = GRID * (GRID + 1)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> tuple[Path, Path]:
+    return save_tiny_lumina_files(tmp_path_factory.mktemp("lumina"))
+
+
+def run_config(path: Path, files: tuple[Path, Path], method: dict | None = None) -> Path:
+    (path.parent / "prompts.txt").write_text("".join(p + "\n" for p in PROMPTS))
+    model = {"family": "lumina", "checkpoint": str(files[0]), "tokenizer": str(files[1]),
+             "image_size": IMAGE_SIZE, "prompts": str(path.parent / "prompts.txt"),
+             "images_per_prompt": 2}  # fmt: skip
+    method = method or {"name": "softcfg", "preset": "lumina-7B-768"}
+    path.write_text(yaml.safe_dump({"model": model, "method": method, "sampling": SAMPLING}))
+    return path
+
+
+def test_softcfg_sample_writes_prompt_shards_with_confidence_maps_on_the_code_grid(tmp_path, files):
+    config = run_config(tmp_path / "run.yaml", files)
+    out = tmp_path / "samples" / "shards_0000-0001.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "softcfg", "sample", "--config", str(config), "--shards", "0-1", "--out",
+         str(out), "--no-progress"],
+        env=env(), capture_output=True, text=True, timeout=time_limit(300),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for index, rows in ((0, [0, 0, 1, 1]), (1, [2, 2])):
+        with np.load(out.parent / f"shard_000{index}.npz") as data:
+            images, prompt_index = data["arr_0"], data["prompt_index"]
+        assert images.dtype == np.uint8 and images.shape == (len(rows), IMAGE_SIZE, IMAGE_SIZE, 3)
+        assert prompt_index.tolist() == rows
+        manifest = json.loads((out.parent / f"shard_000{index}.json").read_text())
+        key = json.loads(manifest["sampling_key"])
+        assert (
+            key[1] == folder_digest(files[0]) and key[2] == hashlib.sha256(files[1].read_bytes()).hexdigest()
+        )
+        assert manifest["run"]["method"]["top_k"] == 4096 and manifest["run"]["method"]["gamma"] == 4.0
+        assert manifest["token_grid"] == {"offset": 0, "height": GRID, "width": GRID, "stride": GRID + 1}
+    first = json.loads((out.parent / "shard_0000.json").read_text())["confidence_maps"]
+    q = np.asarray(first["cond_max"])
+    assert q.shape == (2, TOKENS)  # the first batch's two samples
+    row_end = (np.arange(TOKENS) + 1) % (GRID + 1) == 0
+    assert np.all(q[:, row_end] == 1.0) and np.all(q[:, ~row_end] < 1.0)  # forced end-of-line: certain
+
+
+def test_a_killed_lumina_job_resumes_to_the_bytes_of_an_uninterrupted_one(tmp_path, files, monkeypatch):
+    import softcfg.sampling.shards as shards
+
+    config = run_config(tmp_path / "run.yaml", files)
+    assert main(sample_args(config, "0", tmp_path / "whole" / "shards_0000-0000.json")) == 0
+    crash = Crash(shards.generate)
+    monkeypatch.setattr(shards, "generate", crash)
+    record = tmp_path / "resumed" / "shards_0000-0000.json"
+    crash.reset(after=1)
+    with pytest.raises(KeyboardInterrupt):
+        main(sample_args(config, "0", record))
+    assert [p.name for p in (record.parent / ".shard_0000.batches").iterdir()] == ["batch_0000.npz"]
+    crash.reset(after=None)
+    assert main(sample_args(config, "0", record)) == 0 and crash.calls == 1  # only the second batch
+    for name in ("shard_0000.npz", "shards_0000-0000.json"):
+        assert (record.parent / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
+def test_softcfg_replay_takes_prompt_rows_and_equals_the_teacher_forced_passes(tmp_path, files):
+    """CFG replayed on the run's prompt rows: cond and uncond are the model's uncached passes on those
+    prompts and on the official unconditional rows, guided is ``l_u + 4 (l_c - l_u)``."""
+    import torch
+
+    from softcfg.config import parse_model
+    from softcfg.models.loading import load_model
+
+    config = run_config(tmp_path / "run.yaml", files, {"name": "cfg", "gamma": 4.0, "k": 0.0})
+    index = np.array([2, 0], dtype=np.int64)
+    tokens = np.random.default_rng(0).integers(0, 16384, (2, TOKENS)).astype(np.int64)
+    tokens.reshape(2, GRID, GRID + 1)[:, :, -1] = 16384
+    np.save(tmp_path / "index.npy", index)
+    np.save(tmp_path / "tokens.npy", tokens)
+    args = ["replay", "--config", str(config), "--tokens", str(tmp_path / "tokens.npy"),
+            "--prompt-index", str(tmp_path / "index.npy"), "--out", str(tmp_path / "r.npz")]  # fmt: skip
+    assert main(args) == 0
+    entry = yaml.safe_load(config.read_text())["model"]
+    model = load_model(
+        parse_model({k: v for k, v in entry.items() if k not in ("prompts", "images_per_prompt")})
+    )
+    prompts = model.prompts([PROMPTS[2], PROMPTS[0]])
+    with torch.inference_mode():
+        cond = model(prompts, torch.from_numpy(tokens)).numpy()
+        uncond = model(model.unconditional(prompts), torch.from_numpy(tokens)).numpy()
+    with np.load(tmp_path / "r.npz") as out:
+        np.testing.assert_allclose(out["cond"], cond, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(out["uncond"], uncond, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(out["guided"], uncond + 4.0 * (cond - uncond), rtol=1e-4, atol=5e-4)
