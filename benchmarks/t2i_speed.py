@@ -1,16 +1,21 @@
-"""SoftCFG's cost over CFG on a text-to-image model through the transformers attention hook.
+"""SoftCFG's cost over CFG on the real text-to-image families' shapes: Janus-Pro through the transformers
+attention hook, Lumina-mGPT 2.0 (the SoftCFG paper's Fig. 8 model) on the project's Chameleon decoder.
 
-A random model shaped like Janus-Pro-1B's generation path (``--size 7B`` for the 7B; language model,
-generation embedding and head, 16384 codes; a one-layer vision encoder and a small VQ decoder, which
-sampling does not run) samples ``--batch`` prompts of ``--prompt-len`` tokens with the ``janus-<size>``
-preset's CFG and with SoftCFG (step-normalized, values), in turn, round after round (the order reversed
-every round, so drifts in machine speed hit both alike). Only the first ``--tokens`` of the 576 image
-tokens are generated, to keep a CPU run to a couple of minutes, and only the decode steps are timed
-(prefill is the same for both, and 576 steps dwarf it). Prints the median and minimum time per method, the
-quartiles of the per-round SoftCFG/CFG ratios (the machine's noise) and, last, their median.
+``--family janus``: a random model shaped like Janus-Pro-1B's generation path (``--size 7B`` for the 7B;
+language model, generation embedding and head, 16384 codes; a one-layer vision encoder and a small VQ
+decoder, which sampling does not run). ``--family lumina``: a random Chameleon decoder of the 7B's width
+(4096, 32 heads, MLP 11008, the 171385-id vocabulary) at ``--depth`` layers (default 2 of 32), sampling
+the 768 px sequence (96 rows of 96 codes and end-of-line, 9312 tokens). Either samples ``--batch``
+prompts of ``--prompt-len`` tokens with the family's preset CFG and with SoftCFG (step-normalized,
+values), in turn, round after round (the order reversed every round, so drifts in machine speed hit both
+alike). Only the first ``--tokens`` image tokens are generated (``--tokens 0``: all of them), to keep a
+CPU run to a couple of minutes, and only the decode steps are timed (prefill is the same for both).
+Prints the median and minimum time per method, seconds per image at the full token count (measured,
+or extrapolated from the steps timed, which see a shallower cache), the quartiles of the per-round
+SoftCFG/CFG ratios (the machine's noise) and, last, their median.
 
-    python benchmarks/t2i_speed.py [--size 1B|7B] [--tokens 8] [--batch 1] [--rounds 5]
-        [--prompt-len 32] [--device cpu|cuda] [--dtype fp32|bf16] [--threads 1]
+    python benchmarks/t2i_speed.py [--family janus|lumina] [--size 1B|7B] [--depth 2] [--tokens 8]
+        [--batch 1] [--rounds 5] [--prompt-len 32] [--device cpu|cuda] [--dtype fp32|bf16] [--threads 1]
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from transformers import JanusConfig, JanusForConditionalGeneration
 
 from softcfg.conditioning import Prompts
 from softcfg.methods import parse_method
+from softcfg.models import lumina
+from softcfg.models.base import ARModel
+from softcfg.models.chameleon import ChameleonConfig, ChameleonDecoder
 from softcfg.models.janus import SIZES, JanusPro
 from softcfg.models.loading import DTYPES
 from softcfg.sampling.loop import generate
@@ -31,6 +39,10 @@ from softcfg.sampling.loop import generate
 # the Janus-Pro language models (deepseek-community configs): heads, MLP width; vocabulary 102400
 SHAPES = {"1B": (16, 5632), "7B": (32, 11008)}
 BOS, PAD, BOI = 100000, 100002, 100016
+# Lumina-mGPT 2.0's special ids (inference_solver.py hard-codes begin-of-image and end-of-line; the size
+# token's id only needs to be a text id here)
+LUMINA_IDS = {lumina.SEPARATOR: 151667, lumina.BEGIN_OF_IMAGE: 151665, lumina.END_OF_LINE: 151670,
+              lumina.size_token(768): 151695}  # fmt: skip
 
 
 def random_janus(size: str) -> JanusForConditionalGeneration:
@@ -58,10 +70,28 @@ def random_janus(size: str) -> JanusForConditionalGeneration:
     return JanusForConditionalGeneration(config)
 
 
+def janus_model(size: str, batch: int, prompt_len: int) -> tuple[ARModel, Prompts, str]:
+    model = JanusPro(random_janus(size), None, BOS, PAD, BOI)
+    ids = torch.randint(0, 100000, (batch, prompt_len))
+    ids[:, 0], ids[:, -1] = BOS, BOI
+    return model, Prompts(ids, torch.ones_like(ids, dtype=torch.bool), ("",) * batch), f"Janus-Pro-{size}"
+
+
+def lumina_model(depth: int, batch: int, prompt_len: int) -> tuple[ARModel, Prompts, str]:
+    config = ChameleonConfig(num_hidden_layers=depth, vocab_size=171385, max_position_embeddings=10240)
+    model = lumina.LuminaMGPT2(ChameleonDecoder(config), None, LUMINA_IDS)
+    ids = torch.randint(0, 151643, (batch, prompt_len))
+    ids[:, -3:] = torch.tensor(model.image_prefix())
+    prompts = Prompts(ids, torch.ones_like(ids, dtype=torch.bool), ("",) * batch)
+    return model, prompts, f"Lumina-mGPT-2.0-7B-shaped at depth {depth}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="1B")
-    parser.add_argument("--tokens", type=int, default=8, help="image tokens generated (of 576)")
+    parser.add_argument("--family", choices=("janus", "lumina"), default="janus")
+    parser.add_argument("--size", choices=sorted(SIZES), default=None, help="janus: 1B (default) or 7B")
+    parser.add_argument("--depth", type=int, default=2, help="lumina: decoder layers (the 7B has 32)")
+    parser.add_argument("--tokens", type=int, default=8, help="image tokens generated (0: all)")
     parser.add_argument("--batch", type=int, default=1, help="prompts (the model runs twice as many rows)")
     parser.add_argument("--prompt-len", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
@@ -74,13 +104,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
-    hf = random_janus(args.size).to(device=args.device, dtype=DTYPES[args.dtype])
-    model = JanusPro(hf, None, BOS, PAD, BOI)
-    model.num_tokens = min(args.tokens, model.num_tokens)
-    ids = torch.randint(0, 100000, (args.batch, args.prompt_len))
-    ids[:, 0], ids[:, -1] = BOS, BOI
-    prompts = Prompts(ids, torch.ones_like(ids, dtype=torch.bool), ("",) * args.batch)
-    preset = {"preset": f"janus-{args.size}"}
+    if args.family == "janus":
+        size = args.size or "1B"
+        model, prompts, shape = janus_model(size, args.batch, args.prompt_len)
+        preset = {"preset": f"janus-{size}"}
+    else:
+        model, prompts, shape = lumina_model(args.depth, args.batch, args.prompt_len)
+        preset = {"preset": "lumina-7B-768"}
+    model = model.to(device=args.device, dtype=DTYPES[args.dtype])
+    full = model.num_tokens
+    model.num_tokens = min(args.tokens or full, full)
     methods = {
         "cfg": parse_method({"name": "cfg", **preset}),
         "softcfg": parse_method({"name": "softcfg", **preset}),
@@ -114,11 +147,14 @@ def main() -> None:
         order.reverse()
 
     rows = 2 * args.batch
-    print(f"Janus-Pro-{args.size}-shaped, {rows} rows, prompt {args.prompt_len}, {model.num_tokens} tokens")
+    print(f"{shape}, {rows} rows, prompt {args.prompt_len}, {model.num_tokens} of {full} tokens")
     steps = model.num_tokens - 1
+    how = "measured" if model.num_tokens == full else f"extrapolated from {steps} steps"
     for name, seconds in times.items():
-        print(f"{name:8s} {steps} decode steps: median {statistics.median(seconds):.3f} s", end="")
-        print(f" ({1000 * statistics.median(seconds) / steps:.1f} ms/step), min {min(seconds):.3f} s")
+        median = statistics.median(seconds)
+        print(f"{name:8s} {steps} decode steps: median {median:.3f} s", end="")
+        print(f" ({1000 * median / steps:.1f} ms/step), min {min(seconds):.3f} s;", end="")
+        print(f" {median / steps * (full - 1) / args.batch:.1f} s per image at {full} tokens ({how})")
     ratios = [s / c for s, c in zip(times["softcfg"], times["cfg"], strict=True)]
     if len(ratios) >= 2:
         q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")

@@ -71,6 +71,7 @@ def _authors_in_place_replay(model, labels, tokens, method):
     cond_steps, guided_steps = [], []
     scales = method.scales(model.num_tokens)
     logits = model.prefill(rows, cache)
+    stored = getattr(cache, "kv", cache)  # a family that sizes its KVCache in prefill keeps it as ``kv``
     for t in range(model.num_tokens):
         if t > 0:
             target = _paper_weights(q[:, 1:t], method)
@@ -80,9 +81,9 @@ def _authors_in_place_replay(model, labels, tokens, method):
             slots = slice(first, first + t - 1)
             factor = ratio[None, :, None, :, None]  # [layers, B, H, slots, hd]
             if "v" in method.target:
-                cache.v[:, batch:, :, slots] *= factor
+                stored.v[:, batch:, :, slots] *= factor
             if "k" in method.target:
-                cache.k[:, batch:, :, slots] *= factor
+                stored.k[:, batch:, :, slots] *= factor
             previous = target
             logits = model.decode(tokens[:, t - 1].repeat(2), t - 1, cache)
         cond, uncond = logits.chunk(2)
