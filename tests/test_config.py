@@ -115,7 +115,7 @@ def test_presets_fill_the_upstream_defaults():
 
 def test_family_records_match_the_adapters():
     """The torch-free registry names the sizes the adapters define."""
-    from softcfg.models import alitok, llamagen, rar
+    from softcfg.models import alitok, llamagen, lumina, rar
 
     assert get_family("alitok").sizes == tuple(alitok.SIZES)
     assert get_family("rar").sizes == tuple(rar.SIZES)
@@ -128,7 +128,10 @@ def test_family_records_match_the_adapters():
         | {f"llamagen-{r}" for r in released}
         | {f"var-{s}" for s in ("d16", "d20", "d24", "d30")}
         | {"janus-1B", "janus-7B"}
+        | {"lumina-7B-768"}
     )
+    assert get_family("lumina").sizes == tuple(lumina.SIZES)
+    assert get_family("lumina").image_sizes == (lumina.DEFAULT_IMAGE_SIZE,)
 
 
 def test_parsing_configs_tables_and_figures_do_not_import_torch(tmp_path):
