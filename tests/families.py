@@ -125,6 +125,22 @@ def _lumina(folder: Path) -> Tiny:
     return Tiny(model, model.prompts(TEXTS))
 
 
+def _simplear(folder: Path) -> Tiny:
+    from simplear_tiny import IMAGE_SIZE, TEXTS, save_tiny_simplear_files
+    from softcfg.config import parse_model
+    from softcfg.models.loading import load_model
+
+    checkpoint, cosmos = save_tiny_simplear_files(folder / "simplear")
+    entry = {
+        "family": "simplear",
+        "checkpoint": str(checkpoint),
+        "tokenizer": str(cosmos),
+        "image_size": IMAGE_SIZE,
+    }
+    model = load_model(parse_model(entry))
+    return Tiny(model, model.prompts(TEXTS))
+
+
 BUILDERS: dict[str, Callable[[Path], Tiny]] = {
     "digits": _digits,
     "digits_text": _digits_text,
@@ -135,4 +151,5 @@ BUILDERS: dict[str, Callable[[Path], Tiny]] = {
     "var": _var,
     "janus": _janus,
     "lumina": _lumina,
+    "simplear": _simplear,
 }

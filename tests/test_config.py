@@ -115,7 +115,7 @@ def test_presets_fill_the_upstream_defaults():
 
 def test_family_records_match_the_adapters():
     """The torch-free registry names the sizes the adapters define."""
-    from softcfg.models import alitok, llamagen, lumina, rar
+    from softcfg.models import alitok, llamagen, lumina, rar, simplear
 
     assert get_family("alitok").sizes == tuple(alitok.SIZES)
     assert get_family("rar").sizes == tuple(rar.SIZES)
@@ -129,7 +129,9 @@ def test_family_records_match_the_adapters():
         | {f"var-{s}" for s in ("d16", "d20", "d24", "d30")}
         | {"janus-1B", "janus-7B"}
         | {"lumina-7B-768"}
+        | {"simplear-0.5B-1024", "simplear-1.5B-1024"}
     )
+    assert get_family("simplear").sizes == tuple(simplear.SIZES)
     assert get_family("lumina").sizes == tuple(lumina.SIZES)
     assert get_family("lumina").image_sizes == (lumina.DEFAULT_IMAGE_SIZE,)
 

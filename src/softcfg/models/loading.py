@@ -91,6 +91,16 @@ def load_lumina(entry: ModelEntry) -> ARModel:
     return lumina.load_lumina(entry)
 
 
+def load_simplear(entry: ModelEntry) -> ARModel:
+    try:  # transformers is the optional t2i extra
+        from softcfg.models import simplear
+    except ImportError as exc:
+        raise ConfigError(
+            f"model.family: simplear needs transformers (pip install 'softcfg[t2i]'): {exc}"
+        ) from exc
+    return simplear.load_simplear(entry, DTYPES[entry.dtype])
+
+
 def load_model(entry: ModelEntry) -> ARModel:
     """The family's model from its checkpoint, in eval mode, on the entry's device and dtype, with its
     decode step compiled when the entry asks for it.

@@ -63,6 +63,11 @@ class MoVQConfig:
             raise UserError(f"model.tokenizer: {source} is not a MoVQGAN checkpoint (no {exc})") from exc
 
 
+def swish(x: Tensor) -> Tensor:
+    """x sigmoid(x), upstream's ``nonlinearity`` as written (``F.silu`` rounds differently in bf16)."""
+    return x * torch.sigmoid(x)
+
+
 class SpatialNorm(nn.Module):
     """GroupNorm(f) * conv_y(zq) + conv_b(zq), zq resized (nearest) to f's size."""
 
@@ -85,8 +90,8 @@ class ResnetBlock(nn.Module):
         self.nin_shortcut = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else None
 
     def forward(self, x: Tensor, zq: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x, zq)))
-        h = self.conv2(F.silu(self.norm2(h, zq)))
+        h = self.conv1(swish(self.norm1(x, zq)))
+        h = self.conv2(swish(self.norm2(h, zq)))
         return (x if self.nin_shortcut is None else self.nin_shortcut(x)) + h
 
 
@@ -162,7 +167,7 @@ class MoVQDecoder(nn.Module):
                     h = level.attn[j](h, quant)
             if level.upsample is not None:
                 h = level.upsample(h)
-        return d.conv_out(F.silu(d.norm_out(h, quant)))
+        return d.conv_out(swish(d.norm_out(h, quant)))
 
 
 def load_movq_decoder(path: str | Path) -> MoVQDecoder:

@@ -75,6 +75,9 @@ _JANUS_PRESET = {"gamma": 5.0, "k": 0.0, "temperature": 1.0, "top_k": 0, "top_p"
 # scripts/sample.sh (Alpha-VLLM/Lumina-mGPT-2.0 at f44a4d7): --cfg 4.0 --top_k 4096 --temperature 1.0
 # --width 768 --height 768; inference_solver.py's CFG scale stays at 4.0 (its decay is floored there)
 _LUMINA_PRESET = {"gamma": 4.0, "k": 0.0, "temperature": 1.0, "top_k": 4096, "top_p": 1.0}
+# SimpleAR's scripts/eval/bench_geneval*.sh and bench_dpg*.sh (wdrink/SimpleAR at d56b6e5): --cfg-scale 6.0
+# --top_k 64000 (every image code) --top_p 1.0 --temperature 1.0 --image-size 1024
+_SIMPLEAR_PRESET = {"gamma": 6.0, "k": 0.0, "temperature": 1.0, "top_k": 64000, "top_p": 1.0}
 _VAR_PRESET = {"gamma": 2.5, "schedule": "ramp", "top_k": 900, "top_p": 0.96, "temperature": 1.0}
 
 _BUILTIN = (
@@ -188,6 +191,21 @@ _BUILTIN = (
         conditioning="text",
         # KV cache per image at 768 px: 32 layers x ~9.4k slots x 4096 x 12 bytes, about 14.8 GB
         batch_sizes={"7B-768": 2},
+    ),
+    Family(
+        "simplear",
+        "softcfg.models.loading:load_simplear",
+        paper_name="SimpleAR",  # Table 4 names it without a size
+        sizes=("0.5B", "1.5B"),
+        image_sizes=(1024,),
+        image_size_step=16,  # one token per 16 x 16 px
+        presets={"0.5B-1024": _SIMPLEAR_PRESET, "1.5B-1024": _SIMPLEAR_PRESET},
+        checkpoint_folder=True,
+        extractor="none",
+        conditioning="text",
+        # KV cache per image at 1024 px (two key/value heads): 0.5B 24 layers x ~4.1k slots x 128 x 12
+        # bytes, 152 MB; 1.5B 28 x 4.1k x 256 x 12, 356 MB
+        batch_sizes={"0.5B-1024": 256, "1.5B-1024": 64},
     ),
 )
 _REGISTRY: dict[str, Family] = {f.name: f for f in _BUILTIN}

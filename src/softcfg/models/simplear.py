@@ -1,0 +1,237 @@
+"""SimpleAR text-to-image: transformers' ``Qwen2ForCausalLM`` driven by the project's loop, images through
+Cosmos' DV8x16x16 decoder (``softcfg.models.cosmos``).
+
+Facts from wdrink/SimpleAR (``generate.py``, ``simpar/model/builder.py``,
+``simpar/model/language_model/simpar_qwen2.py``, ``simpar/train/train.py``, ``simpar/train/t2token_data.py``,
+``scripts/eval/``): the decoder is a plain Qwen2 (``SimpARForCausalLM`` adds generation methods only;
+``model_type: qwen2``); training appended seven special tokens (``<|t2i|>``, ``<|soi|>``, ...) and 64000
+image-token rows, so code c is id ``len(tokenizer) + c``. The prompt is ``<|t2i|>A highly realistic image
+of {prompt}<|soi|>``, tokenized as is (Qwen2 adds no BOS); the unconditional (negative) prompt is
+``<|t2i|>An image of aerial view, overexposed, low quality, deformation, a poor composition, bad hands,
+bad teeth, bad eyes, bad limbs, distortion<|soi|>``, run as its own sequence. ``CFGLogits`` guides
+log-probabilities, ``l_u' + g (l_c' - l_u')`` with ``l' = log_softmax(l)``: a row constant away from CFG
+of the raw logits, so the sampled distribution is the same. (image_size / 16)^2 tokens, row-major, no
+end-of-line tokens; 1024 px (4096 tokens) in every evaluation script.
+
+Differences, on purpose: the official sampler draws from the whole vocabulary (a text id, clamped to code
+0 after decoding, is possible); here only the 64000 image tokens have logits. Its evaluation scripts
+pick the prompt's prefix at random among twenty phrases per prompt; here it is ``generate.py``'s fixed
+one. Rows are left-padded; positions are the cache positions, as in transformers' loop (a uniform
+shift per row, which RoPE does not see). The language model's attention runs through
+``softcfg.models.hf_attention`` on a static cache of P + T - 1 positions, allocated in ``prefill``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase, Qwen2ForCausalLM, StaticCache
+
+from softcfg.conditioning import Conditions, Prompts
+from softcfg.models.attention import SlotWeights
+from softcfg.models.base import ARModel
+from softcfg.models.cosmos import CosmosDecoder, cosmos_images_to_uint8, load_cosmos_decoder
+from softcfg.models.hf_attention import use_softcfg_attention
+from softcfg.options import ConfigError, UserError
+
+if TYPE_CHECKING:
+    from softcfg.config import ModelEntry
+
+CODES = 64000  # FSQ (8, 8, 8, 5, 5, 5)
+PX_PER_TOKEN = 16
+DEFAULT_IMAGE_SIZE = 1024  # scripts/eval/bench_geneval*.sh, bench_dpg*.sh: --image-size 1024
+T2I, START_OF_IMAGE = "<|t2i|>", "<|soi|>"
+PREFIX = "A highly realistic image of "
+NEGATIVE = (
+    "An image of aerial view, overexposed, low quality, deformation, a poor composition, bad hands, "
+    "bad teeth, bad eyes, bad limbs, distortion"
+)
+SIZES = {  # Qwen2.5-0.5B / -1.5B, the bases of SimpleAR-0.5B / -1.5B
+    "0.5B": {"hidden_size": 896, "num_hidden_layers": 24},
+    "1.5B": {"hidden_size": 1536, "num_hidden_layers": 28},
+}
+
+
+@dataclass
+class SimpleARCache:
+    """The rows' static cache, mask [rows, P + T - 1] and cache positions, allocated by ``prefill``."""
+
+    rows: int
+    static: StaticCache | None = None
+    mask: Tensor | None = None
+    positions: Tensor | None = None
+
+
+class SimpleAR(ARModel):
+    """The adapter: prompts through the folder's tokenizer, image tokens as the vocabulary's last 64000
+    ids, images through the Cosmos decoder (``tokenizer``, in its own dtype, bf16 as upstream)."""
+
+    conditioning = "text"
+    vocab_size = CODES
+
+    def __init__(
+        self,
+        hf: Qwen2ForCausalLM,
+        text_tokenizer: PreTrainedTokenizerBase | None,
+        image_offset: int,
+        image_size: int = DEFAULT_IMAGE_SIZE,
+        tokenizer: CosmosDecoder | None = None,
+    ) -> None:
+        super().__init__()
+        if image_size % PX_PER_TOKEN:
+            raise ConfigError(f"model.image_size: simplear generates multiples of 16 px, got {image_size}")
+        self.hf = hf.eval()
+        use_softcfg_attention(self.hf.model)
+        self.text_tokenizer, self.image_offset, self.image_size = text_tokenizer, image_offset, image_size
+        self.tokenizer = tokenizer
+        self.side = image_size // PX_PER_TOKEN
+        self.num_tokens = self.side**2
+        self.prefix_len = 0  # the batch's padded prompt length, set by prefill
+
+    def _encode(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        rows = [self.text_tokenizer(text, add_special_tokens=True)["input_ids"] for text in texts]
+        width = max(map(len, rows))
+        ids = torch.tensor([[0] * (width - len(r)) + r for r in rows], dtype=torch.long)
+        return ids, torch.tensor([[False] * (width - len(r)) + [True] * len(r) for r in rows])
+
+    def prompts(self, texts: Sequence[str]) -> Prompts:
+        """``<|t2i|>`` + generate.py's prefix + the text + ``<|soi|>``; left-padded."""
+        ids, mask = self._encode([T2I + PREFIX + text + START_OF_IMAGE for text in texts])
+        return Prompts(ids, mask, tuple(texts))
+
+    def unconditional(self, conditions: Conditions) -> Prompts:
+        """generate.py's negative prompt, one per row."""
+        if not isinstance(conditions, Prompts):
+            raise TypeError(f"SimpleAR takes text prompts, got {type(conditions).__name__}")
+        ids, mask = self._encode([T2I + NEGATIVE + START_OF_IMAGE] * len(conditions))
+        return Prompts(ids, mask, ("",) * len(conditions))
+
+    def new_cache(self, batch: int) -> SimpleARCache:  # type: ignore[override]
+        return SimpleARCache(batch)
+
+    def _logits(self, hidden: Tensor) -> Tensor:
+        weight = self.hf.lm_head.weight[self.image_offset : self.image_offset + CODES]
+        return (hidden @ weight.T).float()
+
+    def prefill(self, conditions: Prompts, cache: SimpleARCache) -> Tensor:  # type: ignore[override]
+        device = self.hf.device
+        ids, mask = conditions.ids.to(device), conditions.mask.to(device)
+        if ids.shape[0] != cache.rows:
+            raise ValueError(f"cache for {cache.rows} rows, prefill of {ids.shape[0]}")
+        self.prefix_len = ids.shape[1]
+        length = self.num_slots
+        cache.static = StaticCache(config=self.hf.config, max_cache_len=length)
+        cache.mask = torch.cat([mask.long(), mask.new_ones(len(ids), length - ids.shape[1]).long()], dim=1)
+        cache.positions = torch.arange(length, device=device)[None]
+        hidden = self.hf.model(
+            input_ids=ids,
+            attention_mask=cache.mask,
+            position_ids=cache.positions[:, : ids.shape[1]],
+            cache=cache.static,
+            use_cache=True,
+        ).last_hidden_state
+        return self._logits(hidden[:, -1])
+
+    def decode(  # type: ignore[override]
+        self, tokens: Tensor, index: int, cache: SimpleARCache, slot_weights: SlotWeights | None = None
+    ) -> Tensor:
+        slot = self.prefix_len + index  # decode steps come in order: the static cache writes here
+        hidden = self.hf.model(
+            input_ids=(tokens + self.image_offset)[:, None],
+            attention_mask=cache.mask,
+            position_ids=cache.positions[:, slot : slot + 1],
+            cache=cache.static,
+            use_cache=True,
+            slot_weights=slot_weights,
+            visible_slots=slot + 1,
+        ).last_hidden_state
+        return self._logits(hidden[:, -1])
+
+    def forward(self, conditions: Prompts, tokens: Tensor) -> Tensor:  # type: ignore[override]
+        device = self.hf.device
+        prompt, tokens = conditions.ids.to(device), tokens.to(device)
+        ids = torch.cat([prompt, tokens[:, :-1] + self.image_offset], dim=1)
+        fed = torch.ones(tokens.shape[0], tokens.shape[1] - 1, dtype=torch.long, device=device)
+        mask = torch.cat([conditions.mask.to(device).long(), fed], dim=1)
+        hidden = self.hf.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=torch.arange(ids.shape[1], device=device)[None],
+            use_cache=False,
+        ).last_hidden_state
+        return self._logits(hidden[:, prompt.shape[1] - 1 :])
+
+    @torch.no_grad()  # the shard writer decodes in a background thread, outside the loop's inference mode
+    def decode_images(self, tokens: Tensor) -> Tensor:
+        if self.tokenizer is None:
+            raise UserError("simplear: decoding tokens to images needs the model entry's tokenizer (Cosmos)")
+        device = self.tokenizer.post_quant_conv.conv3d.weight.device
+        return cosmos_images_to_uint8(self.tokenizer(tokens.view(-1, self.side, self.side).to(device)))
+
+
+def _folder_error(folder: Path, what: str, exc: Exception | None = None) -> UserError:
+    detail = f": {exc}" if exc is not None else ""
+    return UserError(f"model.checkpoint: {folder} is not a SimpleAR folder ({what}){detail}")
+
+
+def load_simplear_folder(
+    folder: str | Path,
+    tokenizer: str | Path | None,
+    image_size: int | None = None,
+    size: str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> SimpleAR:
+    """SimpleAR from its ``save_pretrained`` folder and Cosmos ``decoder.jit``, checked before the weights
+    are read; ``size`` (0.5B, 1.5B) must match the folder's architecture."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"model.checkpoint: SimpleAR folder not found: {folder}")
+    if not (folder / "config.json").is_file():
+        raise _folder_error(folder, "no config.json")
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    except Exception as exc:
+        raise _folder_error(folder, "config.json unreadable", exc) from exc
+    if config.model_type != "qwen2":
+        raise _folder_error(folder, f"config.json model_type is {config.model_type!r}, not 'qwen2'")
+    if size is not None:
+        found = {key: getattr(config, key) for key in SIZES[size]}
+        if found != SIZES[size]:
+            raise ConfigError(f"model.size: SimpleAR-{size} has {SIZES[size]}, {folder} has {found}")
+    try:
+        text_tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except Exception as exc:
+        raise _folder_error(folder, "no usable tokenizer files", exc) from exc
+    vocab = text_tokenizer.get_vocab()
+    missing = [name for name in (T2I, START_OF_IMAGE) if name not in vocab]
+    if missing:
+        raise _folder_error(folder, f"its tokenizer lacks {missing}")
+    offset = len(text_tokenizer)
+    if config.vocab_size < offset + CODES:
+        raise _folder_error(
+            folder, f"vocab_size {config.vocab_size} < {offset} text ids + {CODES} image codes"
+        )
+    decoder = load_cosmos_decoder(tokenizer) if tokenizer is not None else None
+    try:
+        hf = Qwen2ForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
+    except Exception as exc:
+        raise _folder_error(folder, "weights unreadable", exc) from exc
+    return SimpleAR(hf, text_tokenizer, offset, image_size or DEFAULT_IMAGE_SIZE, decoder)
+
+
+def load_simplear(entry: ModelEntry, dtype: torch.dtype) -> SimpleAR:
+    """The model entry's SimpleAR: the decoder from the ``checkpoint`` folder, the Cosmos image decoder from
+    ``tokenizer`` (``Cosmos-1.0-Tokenizer-DV8x16x16/decoder.jit``)."""
+    for key in ("dim", "depth", "heads"):
+        if getattr(entry, key) is not None:
+            raise ConfigError(f"model.{key}: simplear takes its architecture from the checkpoint folder")
+    if entry.tokenizer is None:
+        raise ConfigError("model.tokenizer: simplear needs Cosmos' DV8x16x16 decoder.jit")
+    if entry.uncond_fp32:
+        raise ConfigError("model.uncond_fp32: not available for simplear (it needs class-label rows)")
+    return load_simplear_folder(entry.checkpoint, entry.tokenizer, entry.image_size, entry.size, dtype)
