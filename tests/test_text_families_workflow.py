@@ -1,5 +1,6 @@
 """The real text-to-image families through the Snakemake workflow as a user configures them: Janus-Pro
-(a ``save_pretrained`` folder) and Lumina-mGPT 2.0 (its folder and MoVQGAN file), tiny random models,
+(a ``save_pretrained`` folder), Lumina-mGPT 2.0 (its folder and MoVQGAN file) and SimpleAR (its folder
+and Cosmos decoder.jit), tiny random models,
 sampling three GenEval prompts, exported in GenEval's layout and scored by the ``hf`` backend (tiny
 random Mask2Former and CLIP folders), joined into metrics.parquet and the t2i table; a rerun is a no-op."""
 
@@ -13,24 +14,25 @@ import pandas as pd
 import pytest
 import yaml
 
+import lumina_tiny
+import simplear_tiny
 from hf_scorers import build_hf_scorers
 from janus_tiny import GRID, save_tiny_janus
-from lumina_tiny import IMAGE_SIZE, save_tiny_lumina_files
 from workflow_kit import REPO, snakemake
 
 pytestmark = [pytest.mark.slow, pytest.mark.workflow]
 GENEVAL = REPO / "src" / "softcfg" / "data" / "benchmarks" / "geneval" / "evaluation_metadata.jsonl"
 LINES = (0, 100, 300)  # three task kinds of the official set
-MODELS = ("janus", "lumina")
-RUNS = {f"{m}-{method}-g5-k0-s0" for m in MODELS for method in ("cfg", "softcfg_stepnorm")}
-assert IMAGE_SIZE == 8 * GRID  # both families' tiny images are 32 px
+SIZES = {"janus": 8 * GRID, "lumina": lumina_tiny.IMAGE_SIZE, "simplear": simplear_tiny.IMAGE_SIZE}  # px
+RUNS = {f"{m}-{method}-g5-k0-s0" for m in SIZES for method in ("cfg", "softcfg_stepnorm")}
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, monkeypatch_module) -> Path:
     root = tmp_path_factory.mktemp("t2i_families_wf")
     folder = save_tiny_janus(root / "Janus-Pro-tiny")
-    lumina, movq = save_tiny_lumina_files(root)
+    lumina, movq = lumina_tiny.save_tiny_lumina_files(root)
+    simplear, cosmos = simplear_tiny.save_tiny_simplear_files(root)
     scorers = build_hf_scorers(root / "scorers")
     lines = GENEVAL.read_text().splitlines()
     (root / "prompts.jsonl").write_text("".join(lines[i] + "\n" for i in LINES))
@@ -38,7 +40,11 @@ def workdir(tmp_path_factory, monkeypatch_module) -> Path:
         "models": {"janus": {"family": "janus", "checkpoint": str(folder), "prompts": "prompts.jsonl",
                              "images_per_prompt": 2},
                    "lumina": {"family": "lumina", "checkpoint": str(lumina), "tokenizer": str(movq),
-                              "image_size": IMAGE_SIZE, "prompts": "prompts.jsonl", "images_per_prompt": 2}},
+                              "image_size": SIZES["lumina"], "prompts": "prompts.jsonl",
+                              "images_per_prompt": 2},
+                   "simplear": {"family": "simplear", "checkpoint": str(simplear), "tokenizer": str(cosmos),
+                                "image_size": SIZES["simplear"], "prompts": "prompts.jsonl",
+                                "images_per_prompt": 2}},
         "methods": {"cfg": {"name": "cfg"}, "softcfg_stepnorm": {"name": "softcfg", "step_norm": True}},
         "grid": {"gamma": [5.0], "k": [0.0]},
         "sampling": {"samples_per_run": 4, "shard_size": 4, "batch_size": 2, "shards_per_job": 1},
@@ -70,7 +76,8 @@ def test_every_run_is_sampled_exported_and_scored_by_the_hf_backend(workdir):
     for run in RUNS:
         shards = sorted((results / "samples" / run).glob("shard_*.npz"))
         sizes = [len(np.load(s)["arr_0"]) for s in shards]
-        assert sizes == [4, 2] and np.load(shards[0])["arr_0"].shape[1:] == (8 * GRID, 8 * GRID, 3)
+        side = SIZES[run.partition("-")[0]]
+        assert sizes == [4, 2] and np.load(shards[0])["arr_0"].shape[1:] == (side, side, 3)
         export = results / "exports" / "geneval" / run
         prompts = sorted(p.name for p in export.iterdir() if p.is_dir())
         assert prompts == ["00000", "00001", "00002"]
@@ -79,7 +86,7 @@ def test_every_run_is_sampled_exported_and_scored_by_the_hf_backend(workdir):
             meta = json.loads((export / prompt / "metadata.jsonl").read_text())
             assert meta == json.loads(GENEVAL.read_text().splitlines()[LINES[int(prompt)]])
     table = (results / "tables" / "t2i.md").read_text()
-    assert all(model in table for model in MODELS)
+    assert all(model in table for model in SIZES)
 
 
 def test_a_rerun_is_a_no_op(workdir):
