@@ -1,11 +1,14 @@
-"""SoftCFG's cost over CFG on the real text-to-image families' shapes: Janus-Pro through the transformers
-attention hook, Lumina-mGPT 2.0 (the SoftCFG paper's Fig. 8 model) on the project's Chameleon decoder.
+"""SoftCFG's cost over CFG on the real text-to-image families' shapes: Janus-Pro and SimpleAR through the
+transformers attention hook, Lumina-mGPT 2.0 (the SoftCFG paper's Fig. 8 model) on the project's
+Chameleon decoder.
 
 ``--family janus``: a random model shaped like Janus-Pro-1B's generation path (``--size 7B`` for the 7B;
 language model, generation embedding and head, 16384 codes; a one-layer vision encoder and a small VQ
 decoder, which sampling does not run). ``--family lumina``: a random Chameleon decoder of the 7B's width
 (4096, 32 heads, MLP 11008, the 171385-id vocabulary) at ``--depth`` layers (default 2 of 32), sampling
-the 768 px sequence (96 rows of 96 codes and end-of-line, 9312 tokens). Either samples ``--batch``
+the 768 px sequence (96 rows of 96 codes and end-of-line, 9312 tokens). ``--family simplear``: a random
+Qwen2 of SimpleAR-1.5B's width (1536, 12 heads, 2 key/value heads, MLP 8960, 215672 ids) at ``--depth``
+layers (of 28), sampling the 1024 px sequence (4096 tokens). Each samples ``--batch``
 prompts of ``--prompt-len`` tokens with the family's preset CFG and with SoftCFG (step-normalized,
 values), in turn, round after round (the order reversed every round, so drifts in machine speed hit both
 alike). Only the first ``--tokens`` image tokens are generated (``--tokens 0``: all of them), to keep a
@@ -14,7 +17,7 @@ Prints the median and minimum time per method, seconds per image at the full tok
 or extrapolated from the steps timed, which see a shallower cache), the quartiles of the per-round
 SoftCFG/CFG ratios (the machine's noise) and, last, their median.
 
-    python benchmarks/t2i_speed.py [--family janus|lumina] [--size 1B|7B] [--depth 2] [--tokens 8]
+    python benchmarks/t2i_speed.py [--family janus|lumina|simplear] [--size 1B|7B] [--depth 2] [--tokens 8]
         [--batch 1] [--rounds 5] [--prompt-len 32] [--device cpu|cuda] [--dtype fp32|bf16] [--threads 1]
 """
 
@@ -25,11 +28,11 @@ import statistics
 import time
 
 import torch
-from transformers import JanusConfig, JanusForConditionalGeneration
+from transformers import JanusConfig, JanusForConditionalGeneration, Qwen2Config, Qwen2ForCausalLM
 
 from softcfg.conditioning import Prompts
 from softcfg.methods import parse_method
-from softcfg.models import lumina
+from softcfg.models import lumina, simplear
 from softcfg.models.base import ARModel
 from softcfg.models.chameleon import ChameleonConfig, ChameleonDecoder
 from softcfg.models.janus import SIZES, JanusPro
@@ -86,11 +89,26 @@ def lumina_model(depth: int, batch: int, prompt_len: int) -> tuple[ARModel, Prom
     return model, prompts, f"Lumina-mGPT-2.0-7B-shaped at depth {depth}"
 
 
+def simplear_model(depth: int, batch: int, prompt_len: int) -> tuple[ARModel, Prompts, str]:
+    # Qwen2.5-1.5B's shape (SimpleAR-1.5B's base), its 151672 text ids and the 64000 image rows
+    config = Qwen2Config(
+        vocab_size=151672 + simplear.CODES, hidden_size=1536, intermediate_size=8960, num_hidden_layers=depth,
+        num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=8192, tie_word_embeddings=True,
+    )  # fmt: skip
+    model = simplear.SimpleAR(Qwen2ForCausalLM(config), None, 151672)
+    ids = torch.randint(0, 151643, (2, batch, prompt_len))
+    prompts, negative = (Prompts(i, torch.ones_like(i, dtype=torch.bool), ("",) * batch) for i in ids)
+    model.unconditional = lambda conditions: (
+        negative
+    )  # no tokenizer: random ids stand for the negative prompt
+    return model, prompts, f"SimpleAR-1.5B-shaped at depth {depth}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--family", choices=("janus", "lumina"), default="janus")
+    parser.add_argument("--family", choices=("janus", "lumina", "simplear"), default="janus")
     parser.add_argument("--size", choices=sorted(SIZES), default=None, help="janus: 1B (default) or 7B")
-    parser.add_argument("--depth", type=int, default=2, help="lumina: decoder layers (the 7B has 32)")
+    parser.add_argument("--depth", type=int, default=2, help="lumina, simplear: layers (32, 28 released)")
     parser.add_argument("--tokens", type=int, default=8, help="image tokens generated (0: all)")
     parser.add_argument("--batch", type=int, default=1, help="prompts (the model runs twice as many rows)")
     parser.add_argument("--prompt-len", type=int, default=32)
@@ -108,9 +126,12 @@ def main() -> None:
         size = args.size or "1B"
         model, prompts, shape = janus_model(size, args.batch, args.prompt_len)
         preset = {"preset": f"janus-{size}"}
-    else:
+    elif args.family == "lumina":
         model, prompts, shape = lumina_model(args.depth, args.batch, args.prompt_len)
         preset = {"preset": "lumina-7B-768"}
+    else:
+        model, prompts, shape = simplear_model(args.depth, args.batch, args.prompt_len)
+        preset = {"preset": "simplear-1.5B-1024"}
     model = model.to(device=args.device, dtype=DTYPES[args.dtype])
     full = model.num_tokens
     model.num_tokens = min(args.tokens or full, full)
