@@ -1,15 +1,13 @@
-"""A Janus-Pro folder checkpoint (a tiny random model saved with ``save_pretrained``) through ``softcfg
-sample`` as a user runs it: shards of a prompt file keyed by the folder's content digest, one-line errors
-for a missing or unreadable folder, and a killed job that resumes to the bytes of an uninterrupted one."""
+"""A Janus-Pro folder checkpoint (a tiny random model saved with ``save_pretrained``) as ``softcfg sample``
+and ``softcfg replay`` read it: the folder's content digest, one-line errors for a missing or unreadable
+folder, replay's prompt rows and its refusals. Sampling, kill and resume of every real text family are in
+``test_text_families_sample.py``."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +19,7 @@ from softcfg.cli import main
 from softcfg.io import digest
 from softcfg.io.digest import content_sha256
 from softcfg.options import UserError
-from test_cli import Crash, sample_args
-from workflow_kit import env, time_limit
+from test_cli import sample_args
 
 PROMPTS = ["a red cat on the mat", "dog", "a blue sky"]
 SAMPLING = {"seed": 1, "shard_size": 4, "batch_size": 2}  # 3 prompts x 2 images: shards of 4 and 2
@@ -51,47 +48,6 @@ def folder_digest(folder: Path) -> str:
                 f"{path.relative_to(folder).as_posix()}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n"
             )
     return hashlib.sha256("".join(lines).encode()).hexdigest()
-
-
-def test_softcfg_sample_writes_prompt_shards_keyed_by_the_folders_content(tmp_path, folder):
-    config = run_config(tmp_path / "run.yaml", folder)
-    out = tmp_path / "samples" / "shards_0000-0001.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "softcfg", "sample", "--config", str(config), "--shards", "0-1", "--out",
-         str(out), "--no-progress"],
-        env=env(), capture_output=True, text=True, timeout=time_limit(300),
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    sizes = []
-    for index in (0, 1):
-        with np.load(out.parent / f"shard_000{index}.npz") as data:
-            images, prompt_index = data["arr_0"], data["prompt_index"]
-        assert images.dtype == np.uint8 and images.shape[1:] == (8 * GRID, 8 * GRID, 3)
-        sizes.append(len(images))
-        manifest = json.loads((out.parent / f"shard_000{index}.json").read_text())
-        key = json.loads(manifest["sampling_key"])
-        assert key[1] == folder_digest(folder) and key[2] is None  # the folder, no separate tokenizer
-        assert manifest["prompt_set"]["num_prompts"] == 3
-        assert prompt_index.tolist() == [[0, 0, 1, 1], [2, 2]][index]
-    assert sizes == [4, 2] and out.is_file()
-
-
-def test_a_killed_janus_job_resumes_to_the_bytes_of_an_uninterrupted_one(tmp_path, folder, monkeypatch):
-    import softcfg.sampling.shards as shards
-
-    config = run_config(tmp_path / "run.yaml", folder)
-    assert main(sample_args(config, "0", tmp_path / "whole" / "shards_0000-0000.json")) == 0
-    crash = Crash(shards.generate)
-    monkeypatch.setattr(shards, "generate", crash)
-    record = tmp_path / "resumed" / "shards_0000-0000.json"
-    crash.reset(after=1)
-    with pytest.raises(KeyboardInterrupt):
-        main(sample_args(config, "0", record))
-    assert [p.name for p in (record.parent / ".shard_0000.batches").iterdir()] == ["batch_0000.npz"]
-    crash.reset(after=None)
-    assert main(sample_args(config, "0", record)) == 0 and crash.calls == 1  # only the second batch
-    for name in ("shard_0000.npz", "shards_0000-0000.json"):
-        assert (record.parent / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
 
 
 def test_the_folder_digest_follows_contents_not_times_or_places(tmp_path, folder):

@@ -1,8 +1,9 @@
 """Lumina-mGPT 2.0 and SimpleAR (tiny random models in the official layouts) through ``softcfg sample`` and
 ``softcfg replay`` as a user runs them: prompt shards keyed by the folder's and the image decoder file's
 contents, the confidence maps on the code grid, a killed job that resumes to the bytes of an
-uninterrupted one, and replay on prompt rows equal to the model's teacher-forced passes. (Janus-Pro's
-are in ``test_janus_sample.py``.)"""
+uninterrupted one, and replay on prompt rows equal to the model's teacher-forced passes; Janus-Pro (a
+``save_pretrained`` folder, no separate image decoder) too. Janus's folder digest and one-line errors
+are in ``test_janus_sample.py``."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
+import janus_tiny
 import lumina_tiny
 import simplear_tiny
 from softcfg.cli import main
@@ -34,8 +36,8 @@ class Kit:
     """A family's tiny files and what its runs look like."""
 
     family: str
-    save: Callable[[Path], tuple[Path, Path]]  # -> (checkpoint folder, image decoder file)
-    image_size: int
+    save: Callable[[Path], tuple[Path, Path | None]]  # -> (checkpoint folder, image decoder file)
+    image_size: int  # px (the model entry names it where the family takes several)
     preset: str
     cfg: float
     grid: dict[str, int]  # the manifest's token grid
@@ -45,22 +47,30 @@ class Kit:
     def tokens(self) -> int:
         return self.grid["height"] * self.grid.get("stride", self.grid["width"])
 
+    codes: int  # image codes (end-of-line, where there is one, is the next id)
+
     def random_tokens(self, rows: int, seed: int = 0) -> np.ndarray:
-        codes = 16384 if self.row_end else 64000
+        codes = self.codes
         tokens = np.random.default_rng(seed).integers(0, codes, (rows, self.tokens)).astype(np.int64)
         if self.row_end:
             tokens.reshape(rows, -1, self.row_end)[:, :, -1] = 16384
         return tokens
 
 
+def janus_files(root: Path) -> tuple[Path, None]:
+    return janus_tiny.save_tiny_janus(root / "Janus-Pro-tiny"), None
+
+
 LUMINA_GRID = lumina_tiny.GRID
 KITS = {
+    "janus": Kit("janus", janus_files, 8 * janus_tiny.GRID, "janus-1B", 5.0,
+                 {"offset": 0, "height": janus_tiny.GRID, "width": janus_tiny.GRID}, 0, janus_tiny.CODEBOOK),
     "lumina": Kit("lumina", lumina_tiny.save_tiny_lumina_files, lumina_tiny.IMAGE_SIZE, "lumina-7B-768", 4.0,
                   {"offset": 0, "height": LUMINA_GRID, "width": LUMINA_GRID, "stride": LUMINA_GRID + 1},
-                  LUMINA_GRID + 1),
+                  LUMINA_GRID + 1, 16384),
     "simplear": Kit("simplear", simplear_tiny.save_tiny_simplear_files, simplear_tiny.IMAGE_SIZE,
                     "simplear-0.5B-1024", 6.0,
-                    {"offset": 0, "height": simplear_tiny.SIDE, "width": simplear_tiny.SIDE}, 0),
+                    {"offset": 0, "height": simplear_tiny.SIDE, "width": simplear_tiny.SIDE}, 0, 64000),
 }  # fmt: skip
 
 
@@ -76,9 +86,10 @@ def files(kit, tmp_path_factory) -> tuple[Path, Path]:
 
 def run_config(path: Path, kit: Kit, files: tuple[Path, Path], method: dict | None = None) -> Path:
     (path.parent / "prompts.txt").write_text("".join(p + "\n" for p in PROMPTS))
-    model = {"family": kit.family, "checkpoint": str(files[0]), "tokenizer": str(files[1]),
-             "image_size": kit.image_size, "prompts": str(path.parent / "prompts.txt"),
+    model = {"family": kit.family, "checkpoint": str(files[0]), "prompts": str(path.parent / "prompts.txt"),
              "images_per_prompt": 2}  # fmt: skip
+    if files[1] is not None:
+        model |= {"tokenizer": str(files[1]), "image_size": kit.image_size}
     method = method or {"name": "softcfg", "preset": kit.preset}
     path.write_text(yaml.safe_dump({"model": model, "method": method, "sampling": SAMPLING}))
     return path
@@ -100,8 +111,8 @@ def test_softcfg_sample_writes_prompt_shards_with_confidence_maps_on_the_code_gr
         assert prompt_index.tolist() == rows
         manifest = json.loads((out.parent / f"shard_000{index}.json").read_text())
         key = json.loads(manifest["sampling_key"])
-        assert (
-            key[1] == folder_digest(files[0]) and key[2] == hashlib.sha256(files[1].read_bytes()).hexdigest()
+        assert key[1] == folder_digest(files[0]) and key[2] == (
+            None if files[1] is None else hashlib.sha256(files[1].read_bytes()).hexdigest()
         )
         assert manifest["run"]["method"]["gamma"] == kit.cfg
         assert manifest["token_grid"] == kit.grid

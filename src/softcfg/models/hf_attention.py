@@ -20,10 +20,12 @@ to the attention function untouched:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import AttentionInterface, PreTrainedModel
+from transformers import AttentionInterface, PreTrainedConfig, PreTrainedModel, StaticCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
@@ -82,3 +84,40 @@ def register() -> str:
 def use_softcfg_attention(model: PreTrainedModel) -> None:
     """Route ``model``'s attention (every sub-model it dispatches to) through ``softcfg_attention``."""
     model.set_attn_implementation(register())
+
+
+@dataclass
+class StaticRows:
+    """The rows' static cache for a transformers decoder run by the project's loop, allocated by the
+    family's ``prefill`` once the padded prompt length P is known (``allocate``): ``mask`` [rows, P + T - 1]
+    (the prompts' mask, then ones over the image slots; future slots are the causal mask's business) and
+    ``positions`` [1, P + T - 1], the cache positions, as in transformers' loop (left padding shifts a
+    row's positions uniformly, which RoPE does not see). A decode step writes slot ``P + index``."""
+
+    rows: int
+    static: StaticCache | None = None
+    mask: Tensor | None = None
+    positions: Tensor | None = None
+
+    def allocate(self, config: PreTrainedConfig, mask: Tensor, length: int) -> None:
+        if mask.shape[0] != self.rows:
+            raise ValueError(f"cache for {self.rows} rows, prefill of {mask.shape[0]}")
+        self.static = StaticCache(config=config, max_cache_len=length)
+        self.mask = torch.cat([mask.long(), mask.new_ones(self.rows, length - mask.shape[1]).long()], dim=1)
+        self.positions = torch.arange(length, device=mask.device)[None]
+
+    def prefill_inputs(self, prompt_len: int) -> dict[str, Any]:
+        """The decoder's keyword arguments for the prompt's pass."""
+        return {"attention_mask": self.mask, "position_ids": self.positions[:, :prompt_len],
+                "cache": self.static, "use_cache": True}  # fmt: skip
+
+    def decode_inputs(self, slot: int, slot_weights: SlotWeights | None) -> dict[str, Any]:
+        """The decoder's keyword arguments for the step that writes ``slot``, SoftCFG's weights included."""
+        return {"attention_mask": self.mask, "position_ids": self.positions[:, slot : slot + 1],
+                "cache": self.static, "use_cache": True, "slot_weights": slot_weights,
+                "visible_slots": slot + 1}  # fmt: skip
+
+
+def teacher_forced_mask(prompt_mask: Tensor, fed: int) -> Tensor:
+    """The mask of an uncached pass over a prompt and ``fed`` image tokens: the prompt's, then ones."""
+    return torch.cat([prompt_mask.long(), prompt_mask.new_ones(prompt_mask.shape[0], fed).long()], dim=1)

@@ -11,14 +11,14 @@ as clip((x + 1) / 2 * 255), cast to uint8 by truncation.
 Slots: the padded prompt fills cache positions 0..P-1 (``prefix_len`` = P, set in ``prefill``), image
 token i sits at P + i, so the sampler's per-slot weights are the cache positions' weights as they are.
 The language model's attention runs through ``softcfg.models.hf_attention``; its cache is a static one
-of P + T - 1 positions, allocated in ``prefill`` once P is known. Positions are the cache positions, as
-in transformers' loop (left padding shifts a row's positions uniformly, which RoPE does not see).
+of P + T - 1 positions (``hf_attention.StaticRows``), allocated in ``prefill`` once P is known.
+Positions are the cache positions, as in transformers' loop (left padding shifts a row's positions
+uniformly, which RoPE does not see).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,13 +30,12 @@ from transformers import (
     GenerationConfig,
     JanusForConditionalGeneration,
     ProcessorMixin,
-    StaticCache,
 )
 
 from softcfg.conditioning import Conditions, Prompts
 from softcfg.models.attention import SlotWeights
 from softcfg.models.base import ARModel, images_to_uint8
-from softcfg.models.hf_attention import use_softcfg_attention
+from softcfg.models.hf_attention import StaticRows, teacher_forced_mask, use_softcfg_attention
 from softcfg.options import ConfigError, UserError
 
 if TYPE_CHECKING:
@@ -48,20 +47,6 @@ SIZES = {
     "7B": {"hidden_size": 4096, "num_hidden_layers": 30},
 }
 IMAGE_SIZE, IMAGE_TOKENS = 384, 576
-
-
-@dataclass
-class JanusCache:
-    """The rows' static cache and attention mask, allocated by ``prefill`` once the prompt length is known.
-
-    ``mask`` [rows, P + T - 1]: the prompts' mask, then ones over the image slots (future slots are the
-    causal mask's business); ``positions`` [1, P + T - 1]: the cache positions.
-    """
-
-    rows: int
-    static: StaticCache | None = None
-    mask: Tensor | None = None
-    positions: Tensor | None = None
 
 
 class JanusPro(ARModel):
@@ -111,45 +96,30 @@ class JanusPro(ARModel):
             conditions.ids.masked_fill(~keep, self.pad_id), conditions.mask, ("",) * len(conditions)
         )
 
-    def new_cache(self, batch: int) -> JanusCache:  # type: ignore[override]
-        return JanusCache(batch)
+    def new_cache(self, batch: int) -> StaticRows:  # type: ignore[override]
+        return StaticRows(batch)
 
     def _logits(self, hidden: Tensor) -> Tensor:
         return self.hf.model.generation_head(hidden)
 
-    def prefill(self, conditions: Prompts, cache: JanusCache) -> Tensor:  # type: ignore[override]
+    def prefill(self, conditions: Prompts, cache: StaticRows) -> Tensor:  # type: ignore[override]
         device = self.hf.device
         ids, mask = conditions.ids.to(device), conditions.mask.to(device)
-        if ids.shape[0] != cache.rows:
-            raise ValueError(f"cache for {cache.rows} rows, prefill of {ids.shape[0]}")
         self.prefix_len = ids.shape[1]
-        length = self.num_slots
-        cache.static = StaticCache(config=self.language_model.config, max_cache_len=length)
-        cache.mask = torch.cat([mask.long(), mask.new_ones(len(ids), length - ids.shape[1]).long()], dim=1)
-        cache.positions = torch.arange(length, device=device)[None]
+        cache.allocate(self.language_model.config, mask, self.num_slots)
+        embeds = self.hf.get_input_embeddings()(ids)
         hidden = self.language_model(
-            inputs_embeds=self.hf.get_input_embeddings()(ids),
-            attention_mask=cache.mask,
-            position_ids=cache.positions[:, : ids.shape[1]],
-            cache=cache.static,
-            use_cache=True,
+            inputs_embeds=embeds, **cache.prefill_inputs(ids.shape[1])
         ).last_hidden_state
         return self._logits(hidden[:, -1])
 
     def decode(  # type: ignore[override]
-        self, tokens: Tensor, index: int, cache: JanusCache, slot_weights: SlotWeights | None = None
+        self, tokens: Tensor, index: int, cache: StaticRows, slot_weights: SlotWeights | None = None
     ) -> Tensor:
         slot = self.prefix_len + index  # decode steps come in order: the static cache writes here
-        hidden = self.language_model(
-            inputs_embeds=self.hf.prepare_embeddings_for_image_generation(tokens[:, None]),
-            attention_mask=cache.mask,
-            position_ids=cache.positions[:, slot : slot + 1],
-            cache=cache.static,
-            use_cache=True,
-            slot_weights=slot_weights,
-            visible_slots=slot + 1,
-        ).last_hidden_state
-        return self._logits(hidden[:, -1])
+        embeds = self.hf.prepare_embeddings_for_image_generation(tokens[:, None])
+        hidden = self.language_model(inputs_embeds=embeds, **cache.decode_inputs(slot, slot_weights))
+        return self._logits(hidden.last_hidden_state[:, -1])
 
     def forward(self, conditions: Prompts, tokens: Tensor) -> Tensor:  # type: ignore[override]
         device = self.hf.device
@@ -161,10 +131,9 @@ class JanusPro(ARModel):
             ],
             dim=1,
         )
-        mask = torch.cat([mask.long(), mask.new_ones(tokens.shape[0], tokens.shape[1] - 1).long()], dim=1)
         hidden = self.language_model(
             inputs_embeds=embeds,
-            attention_mask=mask,
+            attention_mask=teacher_forced_mask(mask, tokens.shape[1] - 1),
             position_ids=torch.arange(embeds.shape[1], device=device)[None],
             use_cache=False,
         ).last_hidden_state

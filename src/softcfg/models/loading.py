@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from importlib import import_module
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import torch
@@ -71,34 +73,26 @@ def load_var(entry: ModelEntry) -> ARModel:
     return var.load_var(entry.checkpoint, dataclasses.replace(base, **_overrides(entry)), entry.tokenizer)
 
 
-def load_janus(entry: ModelEntry) -> ARModel:
-    try:  # transformers is the optional t2i extra
-        from softcfg.models import janus
+def _text_family(name: str) -> ModuleType:
+    """A transformers-backed family's module: transformers is the optional t2i extra."""
+    try:
+        return import_module(f"softcfg.models.{name}")
     except ImportError as exc:
         raise ConfigError(
-            f"model.family: janus needs transformers (pip install 'softcfg[t2i]'): {exc}"
+            f"model.family: {name} needs transformers (pip install 'softcfg[t2i]'): {exc}"
         ) from exc
-    return janus.load_janus(entry, DTYPES[entry.dtype])
+
+
+def load_janus(entry: ModelEntry) -> ARModel:
+    return _text_family("janus").load_janus(entry, DTYPES[entry.dtype])
 
 
 def load_lumina(entry: ModelEntry) -> ARModel:
-    try:  # transformers (the folder's tokenizer) is the optional t2i extra
-        from softcfg.models import lumina
-    except ImportError as exc:
-        raise ConfigError(
-            f"model.family: lumina needs transformers (pip install 'softcfg[t2i]'): {exc}"
-        ) from exc
-    return lumina.load_lumina(entry)
+    return _text_family("lumina").load_lumina(entry)
 
 
 def load_simplear(entry: ModelEntry) -> ARModel:
-    try:  # transformers is the optional t2i extra
-        from softcfg.models import simplear
-    except ImportError as exc:
-        raise ConfigError(
-            f"model.family: simplear needs transformers (pip install 'softcfg[t2i]'): {exc}"
-        ) from exc
-    return simplear.load_simplear(entry, DTYPES[entry.dtype])
+    return _text_family("simplear").load_simplear(entry, DTYPES[entry.dtype])
 
 
 def load_model(entry: ModelEntry) -> ARModel:

@@ -24,19 +24,18 @@ shift per row, which RoPE does not see). The language model's attention runs thr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase, Qwen2ForCausalLM, StaticCache
+from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase, Qwen2ForCausalLM
 
 from softcfg.conditioning import Conditions, Prompts
 from softcfg.models.attention import SlotWeights
 from softcfg.models.base import ARModel
 from softcfg.models.cosmos import CosmosDecoder, cosmos_images_to_uint8, load_cosmos_decoder
-from softcfg.models.hf_attention import use_softcfg_attention
+from softcfg.models.hf_attention import StaticRows, teacher_forced_mask, use_softcfg_attention
 from softcfg.options import ConfigError, UserError
 
 if TYPE_CHECKING:
@@ -55,16 +54,6 @@ SIZES = {  # Qwen2.5-0.5B / -1.5B, the bases of SimpleAR-0.5B / -1.5B
     "0.5B": {"hidden_size": 896, "num_hidden_layers": 24},
     "1.5B": {"hidden_size": 1536, "num_hidden_layers": 28},
 }
-
-
-@dataclass
-class SimpleARCache:
-    """The rows' static cache, mask [rows, P + T - 1] and cache positions, allocated by ``prefill``."""
-
-    rows: int
-    static: StaticCache | None = None
-    mask: Tensor | None = None
-    positions: Tensor | None = None
 
 
 class SimpleAR(ARModel):
@@ -111,56 +100,36 @@ class SimpleAR(ARModel):
         ids, mask = self._encode([T2I + NEGATIVE + START_OF_IMAGE] * len(conditions))
         return Prompts(ids, mask, ("",) * len(conditions))
 
-    def new_cache(self, batch: int) -> SimpleARCache:  # type: ignore[override]
-        return SimpleARCache(batch)
+    def new_cache(self, batch: int) -> StaticRows:  # type: ignore[override]
+        return StaticRows(batch)
 
     def _logits(self, hidden: Tensor) -> Tensor:
         weight = self.hf.lm_head.weight[self.image_offset : self.image_offset + CODES]
         return (hidden @ weight.T).float()
 
-    def prefill(self, conditions: Prompts, cache: SimpleARCache) -> Tensor:  # type: ignore[override]
+    def prefill(self, conditions: Prompts, cache: StaticRows) -> Tensor:  # type: ignore[override]
         device = self.hf.device
         ids, mask = conditions.ids.to(device), conditions.mask.to(device)
-        if ids.shape[0] != cache.rows:
-            raise ValueError(f"cache for {cache.rows} rows, prefill of {ids.shape[0]}")
         self.prefix_len = ids.shape[1]
-        length = self.num_slots
-        cache.static = StaticCache(config=self.hf.config, max_cache_len=length)
-        cache.mask = torch.cat([mask.long(), mask.new_ones(len(ids), length - ids.shape[1]).long()], dim=1)
-        cache.positions = torch.arange(length, device=device)[None]
-        hidden = self.hf.model(
-            input_ids=ids,
-            attention_mask=cache.mask,
-            position_ids=cache.positions[:, : ids.shape[1]],
-            cache=cache.static,
-            use_cache=True,
-        ).last_hidden_state
+        cache.allocate(self.hf.config, mask, self.num_slots)
+        hidden = self.hf.model(input_ids=ids, **cache.prefill_inputs(ids.shape[1])).last_hidden_state
         return self._logits(hidden[:, -1])
 
     def decode(  # type: ignore[override]
-        self, tokens: Tensor, index: int, cache: SimpleARCache, slot_weights: SlotWeights | None = None
+        self, tokens: Tensor, index: int, cache: StaticRows, slot_weights: SlotWeights | None = None
     ) -> Tensor:
         slot = self.prefix_len + index  # decode steps come in order: the static cache writes here
-        hidden = self.hf.model(
-            input_ids=(tokens + self.image_offset)[:, None],
-            attention_mask=cache.mask,
-            position_ids=cache.positions[:, slot : slot + 1],
-            cache=cache.static,
-            use_cache=True,
-            slot_weights=slot_weights,
-            visible_slots=slot + 1,
-        ).last_hidden_state
+        ids = (tokens + self.image_offset)[:, None]
+        hidden = self.hf.model(input_ids=ids, **cache.decode_inputs(slot, slot_weights)).last_hidden_state
         return self._logits(hidden[:, -1])
 
     def forward(self, conditions: Prompts, tokens: Tensor) -> Tensor:  # type: ignore[override]
         device = self.hf.device
         prompt, tokens = conditions.ids.to(device), tokens.to(device)
         ids = torch.cat([prompt, tokens[:, :-1] + self.image_offset], dim=1)
-        fed = torch.ones(tokens.shape[0], tokens.shape[1] - 1, dtype=torch.long, device=device)
-        mask = torch.cat([conditions.mask.to(device).long(), fed], dim=1)
         hidden = self.hf.model(
             input_ids=ids,
-            attention_mask=mask,
+            attention_mask=teacher_forced_mask(conditions.mask.to(device), tokens.shape[1] - 1),
             position_ids=torch.arange(ids.shape[1], device=device)[None],
             use_cache=False,
         ).last_hidden_state
