@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 from transformers import (
-    AutoConfig,
     AutoProcessor,
     GenerationConfig,
     JanusForConditionalGeneration,
@@ -36,6 +35,7 @@ from softcfg.conditioning import Conditions, Prompts
 from softcfg.models.attention import SlotWeights
 from softcfg.models.base import ARModel, images_to_uint8
 from softcfg.models.hf_attention import StaticRows, teacher_forced_mask, use_softcfg_attention
+from softcfg.models.hf_folder import folder_error, read_folder_config
 from softcfg.options import ConfigError, UserError
 
 if TYPE_CHECKING:
@@ -146,8 +146,7 @@ class JanusPro(ARModel):
 
 
 def _folder_error(folder: Path, what: str, exc: Exception | None = None) -> UserError:
-    detail = f": {exc}" if exc is not None else ""
-    return UserError(f"model.checkpoint: {folder} is not a Janus-Pro folder ({what}){detail}")
+    return folder_error(folder, "Janus-Pro", what, exc)
 
 
 def load_janus_folder(
@@ -155,17 +154,7 @@ def load_janus_folder(
 ) -> JanusPro:
     """Janus-Pro from a ``save_pretrained`` folder (model, processor, generation config), checked before the
     weights are read; ``size`` (1B, 7B) must match the folder's architecture."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"model.checkpoint: Janus-Pro folder not found: {folder}")
-    if not (folder / "config.json").is_file():
-        raise _folder_error(folder, "no config.json")
-    try:
-        config = AutoConfig.from_pretrained(folder, local_files_only=True)
-    except Exception as exc:
-        raise _folder_error(folder, "config.json unreadable", exc) from exc
-    if config.model_type != "janus":
-        raise _folder_error(folder, f"config.json model_type is {config.model_type!r}, not 'janus'")
+    folder, config = read_folder_config(folder, "Janus-Pro", "janus")
     if size is not None:
         text, vision = config.text_config, config.vision_config
         found = {key: getattr(text, key) for key in SIZES[size]}

@@ -29,13 +29,14 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase, Qwen2ForCausalLM
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, Qwen2ForCausalLM
 
 from softcfg.conditioning import Conditions, Prompts
 from softcfg.models.attention import SlotWeights
 from softcfg.models.base import ARModel
 from softcfg.models.cosmos import CosmosDecoder, cosmos_images_to_uint8, load_cosmos_decoder
 from softcfg.models.hf_attention import StaticRows, teacher_forced_mask, use_softcfg_attention
+from softcfg.models.hf_folder import folder_error, read_folder_config
 from softcfg.options import ConfigError, UserError
 
 if TYPE_CHECKING:
@@ -144,8 +145,7 @@ class SimpleAR(ARModel):
 
 
 def _folder_error(folder: Path, what: str, exc: Exception | None = None) -> UserError:
-    detail = f": {exc}" if exc is not None else ""
-    return UserError(f"model.checkpoint: {folder} is not a SimpleAR folder ({what}){detail}")
+    return folder_error(folder, "SimpleAR", what, exc)
 
 
 def load_simplear_folder(
@@ -157,17 +157,7 @@ def load_simplear_folder(
 ) -> SimpleAR:
     """SimpleAR from its ``save_pretrained`` folder and Cosmos ``decoder.jit``, checked before the weights
     are read; ``size`` (0.5B, 1.5B) must match the folder's architecture."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"model.checkpoint: SimpleAR folder not found: {folder}")
-    if not (folder / "config.json").is_file():
-        raise _folder_error(folder, "no config.json")
-    try:
-        config = AutoConfig.from_pretrained(folder, local_files_only=True)
-    except Exception as exc:
-        raise _folder_error(folder, "config.json unreadable", exc) from exc
-    if config.model_type != "qwen2":
-        raise _folder_error(folder, f"config.json model_type is {config.model_type!r}, not 'qwen2'")
+    folder, config = read_folder_config(folder, "SimpleAR", "qwen2")
     if size is not None:
         found = {key: getattr(config, key) for key in SIZES[size]}
         if found != SIZES[size]:
