@@ -146,7 +146,7 @@ class LuminaMGPT2(ARModel):
         """Float32 logits [N, L, V] of the codes and end-of-line from ``hidden`` [N, L, D], for predicted
         token indices ``predicted`` [L], with the official constraints applied."""
         weight = self.decoder.lm_head.weight
-        end = self.vocabulary_ids[EOL]
+        end = self.ids[END_OF_LINE]  # an int, so a compiled step slices without a graph break
         logits = torch.cat(
             [hidden @ weight[IMAGE_OFFSET : IMAGE_OFFSET + CODES].T, hidden @ weight[end : end + 1].T], dim=-1
         ).float()
