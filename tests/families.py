@@ -109,36 +109,24 @@ def _janus(folder: Path) -> Tiny:
     return Tiny(model, model.prompts(TEXTS))
 
 
-def _lumina(folder: Path) -> Tiny:
-    from lumina_tiny import IMAGE_SIZE, TEXTS, save_tiny_lumina_files
-    from softcfg.config import parse_model
-    from softcfg.models.loading import load_model
+def _text_with_decoder_file(family: str, kit: str) -> Callable[[Path], Tiny]:
+    """A text family whose folder checkpoint comes with an image decoder file (lumina, simplear): the
+    kit module's ``save_tiny_<family>_files``, ``IMAGE_SIZE`` and ``TEXTS``."""
 
-    checkpoint, movq = save_tiny_lumina_files(folder / "lumina")
-    entry = {
-        "family": "lumina",
-        "checkpoint": str(checkpoint),
-        "tokenizer": str(movq),
-        "image_size": IMAGE_SIZE,
-    }
-    model = load_model(parse_model(entry))
-    return Tiny(model, model.prompts(TEXTS))
+    def build(folder: Path) -> Tiny:
+        from importlib import import_module
 
+        from softcfg.config import parse_model
+        from softcfg.models.loading import load_model
 
-def _simplear(folder: Path) -> Tiny:
-    from simplear_tiny import IMAGE_SIZE, TEXTS, save_tiny_simplear_files
-    from softcfg.config import parse_model
-    from softcfg.models.loading import load_model
+        tiny = import_module(kit)
+        checkpoint, decoder = getattr(tiny, f"save_tiny_{family}_files")(folder / family)
+        entry = {"family": family, "checkpoint": str(checkpoint), "tokenizer": str(decoder),
+                 "image_size": tiny.IMAGE_SIZE}  # fmt: skip
+        model = load_model(parse_model(entry))
+        return Tiny(model, model.prompts(tiny.TEXTS))
 
-    checkpoint, cosmos = save_tiny_simplear_files(folder / "simplear")
-    entry = {
-        "family": "simplear",
-        "checkpoint": str(checkpoint),
-        "tokenizer": str(cosmos),
-        "image_size": IMAGE_SIZE,
-    }
-    model = load_model(parse_model(entry))
-    return Tiny(model, model.prompts(TEXTS))
+    return build
 
 
 BUILDERS: dict[str, Callable[[Path], Tiny]] = {
@@ -150,6 +138,6 @@ BUILDERS: dict[str, Callable[[Path], Tiny]] = {
     "llamagen": _llamagen,
     "var": _var,
     "janus": _janus,
-    "lumina": _lumina,
-    "simplear": _simplear,
+    "lumina": _text_with_decoder_file("lumina", "lumina_tiny"),
+    "simplear": _text_with_decoder_file("simplear", "simplear_tiny"),
 }
