@@ -8,6 +8,7 @@ texts, so class-conditional, text-conditioned and unconditional models share sam
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -76,6 +77,14 @@ class Prompts:
     texts: tuple[str, ...]
     index: Tensor | None = None
     kind = "text"
+
+    @classmethod
+    def left_padded(cls, rows: Sequence[Sequence[int]], texts: Sequence[str]) -> Prompts:
+        """Token id lists of different lengths, left-padded with id 0 (masked) to the longest."""
+        width = max(map(len, rows))
+        ids = torch.tensor([[0] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)
+        mask = torch.tensor([[False] * (width - len(r)) + [True] * len(r) for r in rows])
+        return cls(ids, mask, tuple(texts))
 
     def __len__(self) -> int:
         return self.ids.shape[0]

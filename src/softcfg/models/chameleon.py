@@ -115,11 +115,11 @@ class ShardLayerNorm(nn.Module):
         self.heads_per_shard = heads // shards
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x`` [..., heads, head_dim]."""
+        """``x`` [..., heads, head_dim]: heads of a shard are contiguous, so the shard's gamma and beta
+        broadcast over them (the official ``repeat_interleave``, without materialising it every step)."""
         x = F.layer_norm(x, x.shape[-1:], None, None, eps=QK_NORM_EPS)
-        return x * self.weight.repeat_interleave(self.heads_per_shard, 0) + self.bias.repeat_interleave(
-            self.heads_per_shard, 0
-        )
+        x = x.unflatten(-2, (self.weight.shape[0], self.heads_per_shard))
+        return (x * self.weight[:, None] + self.bias[:, None]).flatten(-3, -2)
 
 
 class Attention(nn.Module):

@@ -107,6 +107,9 @@ class LuminaMGPT2(ARModel):
         vocab = torch.arange(IMAGE_OFFSET, IMAGE_OFFSET + CODES + 1)
         vocab[EOL] = ids[END_OF_LINE]
         self.register_buffer("vocabulary_ids", vocab, persistent=False)  # our token -> decoder vocabulary
+        is_eol = torch.arange(CODES + 1) == EOL
+        # blocked[0]: what a token inside a row may not be (end-of-line); blocked[1]: at a row's end
+        self.register_buffer("blocked", torch.stack([is_eol, ~is_eol]), persistent=False)
 
     def token_grid(self) -> TokenGrid:
         """The codes, row-major; each row's end-of-line token is the stride's extra column."""
@@ -125,10 +128,7 @@ class LuminaMGPT2(ARModel):
         for text in texts:
             line = TEMPLATE.format(width=self.image_size, height=self.image_size, prompt=text) + SEPARATOR
             rows.append([bos, *tok.encode(line, add_special_tokens=False), *self.image_prefix()])
-        width = max(map(len, rows))
-        ids = torch.tensor([[0] * (width - len(r)) + r for r in rows], dtype=torch.long)
-        mask = torch.tensor([[False] * (width - len(r)) + [True] * len(r) for r in rows])
-        return Prompts(ids, mask, tuple(texts))
+        return Prompts.left_padded(rows, texts)
 
     def unconditional(self, conditions: Conditions) -> Prompts:
         """The official unconditional sequence: the image prefix alone."""
@@ -142,18 +142,18 @@ class LuminaMGPT2(ARModel):
     def new_cache(self, batch: int) -> LuminaCache:  # type: ignore[override]
         return LuminaCache(batch)
 
-    def _logits(self, hidden: Tensor, predicted: Tensor) -> Tensor:
-        """Float32 logits [N, L, V] of the codes and end-of-line from ``hidden`` [N, L, D], for predicted
-        token indices ``predicted`` [L], with the official constraints applied."""
+    def _logits(self, hidden: Tensor, predicted: int | Tensor) -> Tensor:
+        """Float32 logits [N, L, V] of the codes and end-of-line from ``hidden`` [N, L, D], for the
+        predicted token index (a decode step's int) or indices ``predicted`` [L], with the official
+        constraints applied."""
         weight = self.decoder.lm_head.weight
         end = self.ids[END_OF_LINE]  # an int, so a compiled step slices without a graph break
         logits = torch.cat(
             [hidden @ weight[IMAGE_OFFSET : IMAGE_OFFSET + CODES].T, hidden @ weight[end : end + 1].T], dim=-1
         ).float()
-        row_end = ((predicted + 1) % (self.cols + 1) == 0)[None, :, None]  # [1, L, 1]
-        is_eol = torch.arange(self.vocab_size, device=logits.device) == EOL
-        allowed = torch.where(row_end, is_eol, ~is_eol)
-        return logits.masked_fill(~allowed, torch.finfo(torch.float32).min)
+        row_end = (predicted + 1) % (self.cols + 1) == 0  # a bool, or [L]
+        blocked = self.blocked[int(row_end)] if isinstance(row_end, bool) else self.blocked[row_end.long()]
+        return logits.masked_fill(blocked, torch.finfo(torch.float32).min)
 
     def prefill(self, conditions: Prompts, cache: LuminaCache) -> Tensor:  # type: ignore[override]
         device = self.vocabulary_ids.device
@@ -166,7 +166,7 @@ class LuminaMGPT2(ARModel):
         cache.lengths = mask.sum(1)
         step = Step(cache.kv, self._prompt_mask(mask))
         hidden = self.decoder.hidden(ids, (mask.cumsum(1) - 1).clamp_min(0), step)
-        return self._logits(hidden[:, -1:], torch.tensor([0], device=device))[:, 0]
+        return self._logits(hidden[:, -1:], 0)[:, 0]
 
     @staticmethod
     def _prompt_mask(mask: Tensor) -> Tensor:
@@ -184,7 +184,7 @@ class LuminaMGPT2(ARModel):
         step = Step(cache.kv, cache.mask[:, None, None, : slot + 1], slot_weights)
         positions = (cache.lengths + index)[:, None]
         hidden = self.decoder.hidden(self.vocabulary_ids[tokens][:, None], positions, step)
-        return self._logits(hidden, torch.tensor([index + 1], device=hidden.device))[:, 0]
+        return self._logits(hidden, index + 1)[:, 0]
 
     def forward(self, conditions: Prompts, tokens: Tensor) -> Tensor:  # type: ignore[override]
         device = self.vocabulary_ids.device

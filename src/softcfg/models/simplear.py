@@ -83,23 +83,19 @@ class SimpleAR(ARModel):
         self.num_tokens = self.side**2
         self.prefix_len = 0  # the batch's padded prompt length, set by prefill
 
-    def _encode(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-        rows = [self.text_tokenizer(text, add_special_tokens=True)["input_ids"] for text in texts]
-        width = max(map(len, rows))
-        ids = torch.tensor([[0] * (width - len(r)) + r for r in rows], dtype=torch.long)
-        return ids, torch.tensor([[False] * (width - len(r)) + [True] * len(r) for r in rows])
+    def _encode(self, lines: Sequence[str], texts: Sequence[str]) -> Prompts:
+        ids = [self.text_tokenizer(line, add_special_tokens=True)["input_ids"] for line in lines]
+        return Prompts.left_padded(ids, texts)
 
     def prompts(self, texts: Sequence[str]) -> Prompts:
         """``<|t2i|>`` + generate.py's prefix + the text + ``<|soi|>``; left-padded."""
-        ids, mask = self._encode([T2I + PREFIX + text + START_OF_IMAGE for text in texts])
-        return Prompts(ids, mask, tuple(texts))
+        return self._encode([T2I + PREFIX + text + START_OF_IMAGE for text in texts], texts)
 
     def unconditional(self, conditions: Conditions) -> Prompts:
         """generate.py's negative prompt, one per row."""
         if not isinstance(conditions, Prompts):
             raise TypeError(f"SimpleAR takes text prompts, got {type(conditions).__name__}")
-        ids, mask = self._encode([T2I + NEGATIVE + START_OF_IMAGE] * len(conditions))
-        return Prompts(ids, mask, ("",) * len(conditions))
+        return self._encode([T2I + NEGATIVE + START_OF_IMAGE] * len(conditions), ("",) * len(conditions))
 
     def new_cache(self, batch: int) -> StaticRows:  # type: ignore[override]
         return StaticRows(batch)
