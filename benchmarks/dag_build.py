@@ -4,14 +4,18 @@
 planned with ``snakemake --dry-run --quiet rules`` in a scratch folder: with the default grouping
 (``sampling.shards_per_job``), for reference fully split (one job per shard) and with five seeds. Prints
 each figure with its job count; the last line is ``dag build seconds <x>`` for the default grouping.
+``--profile`` first plans the default grouping once under cProfile and prints the five functions with
+the most internal time, and the share of the plan spent in this project's own code (Snakefile, rules,
+the softcfg package).
 
-    python benchmarks/dag_build.py [--skip-split]
+    python benchmarks/dag_build.py [--skip-split] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pstats
 import re
 import subprocess
 import sys
@@ -46,12 +50,16 @@ def paper_scale_config() -> dict:
     }
 
 
-def plan(config: dict) -> tuple[float, int]:
-    """Seconds of one dry run of ``config`` and the number of jobs it plans."""
+OWN_CODE = ("Snakefile", "/rules/", "/softcfg/")  # our share of the profile: the workflow and the package
+
+
+def plan(config: dict, profile: Path | None = None) -> tuple[float, int]:
+    """Seconds of one dry run of ``config`` and the number of jobs it plans (profiled to ``profile``)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "config.yaml"
         path.write_text(yaml.safe_dump(config))
-        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", tmp,
+        python = [sys.executable] + (["-m", "cProfile", "-o", str(profile)] if profile else [])
+        cmd = [*python, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", tmp,
                "--configfile", str(path), "--dry-run", "--quiet", "rules", "--cores", "1"]  # fmt: skip
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         start = time.perf_counter()
@@ -65,13 +73,31 @@ def plan(config: dict) -> tuple[float, int]:
     return seconds, int(total.group(1))
 
 
+def print_profile(profile: Path) -> None:
+    """The five functions with the most internal time, and the share of the plan in our own code."""
+    stats = pstats.Stats(str(profile))
+    total = stats.total_tt  # type: ignore[attr-defined]
+    rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)  # type: ignore[attr-defined]
+    print(f"profile of the default grouping: {total:.2f} s under cProfile; most internal time:")
+    for (file, line, name), (_, calls, internal, cumulative, _) in rows[:5]:
+        where = f"{Path(file).name}:{line}" if line else file
+        print(f"  {internal:6.2f} s  cumulative {cumulative:6.2f} s  {calls:>8} calls  {where}({name})")
+    own = sum(row[2] for (file, _, _), row in rows if any(part in file for part in OWN_CODE))
+    print(f"  internal time in this project's code: {own:.2f} s ({100 * own / total:.1f} %)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-split", action="store_true", help="skip the fully split reference figure")
+    parser.add_argument("--profile", action="store_true", help="print the top five of a cProfile of the plan")
     args = parser.parse_args()
     default = paper_scale_config()
     split = {**default, "sampling": {**default["sampling"], "shards_per_job": 1}}
     seeds = {**default, "seeds": [0, 1, 2, 3, 4]}
+    if args.profile:
+        with tempfile.TemporaryDirectory() as tmp:
+            plan(default, Path(tmp) / "plan.prof")
+            print_profile(Path(tmp) / "plan.prof")
     cases = [("five seeds, default grouping", seeds), ("default grouping", default)]
     if not args.skip_split:
         cases.insert(0, ("one job per shard", split))

@@ -8,10 +8,10 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from softcfg import layout
-from softcfg.config import ConfigError
+from softcfg.config import NAME_PATTERN, ConfigError
 from softcfg.data.prompts import prompt_format
 from softcfg.metrics.t2i_scoring import SCENE_BACKEND, scorings
-from softcfg.sweep import alternatives_pattern, load_sweep
+from softcfg.sweep import RUN_ID_PATTERN, alternatives_pattern, load_sweep
 
 try:
     SWEEP = load_sweep(config)
@@ -38,8 +38,8 @@ T2I = {run: _T2I_MODELS[RUNS[run].model] for run in RUNS if _T2I_MODELS[RUNS[run
 
 
 wildcard_constraints:
-    run=alternatives_pattern(RUNS),
-    model=alternatives_pattern(SWEEP.trained_models),
+    run=RUN_ID_PATTERN,  # a fixed pattern: a list of the sweep's ids would be copied into every job's paths
+    model=NAME_PATTERN,
     first=r"\d\d\d\d+",
     last=r"\d\d\d\d+",
     layout="geneval|dpg",

@@ -1,13 +1,14 @@
 """The sweep: expansion, run ids, and refusal of bad configs with the key named."""
 
 import copy
+import re
 
 import numpy as np
 import pytest
 import yaml
 
 from softcfg.config import ConfigError
-from softcfg.sweep import load_sweep, run_id
+from softcfg.sweep import RUN_ID_PATTERN, load_sweep, run_id
 
 BASE = {
     "models": {"digits": {"family": "digits", "train": True}},
@@ -231,8 +232,6 @@ def test_metrics_the_digits_classifier_cannot_give_are_refused():
 
 
 def test_run_id_constraint_matches_exactly_the_sweeps_ids():
-    import re
-
     from softcfg.sweep import alternatives_pattern
 
     ids = list(load_sweep(copy.deepcopy(BASE)).runs)
@@ -241,6 +240,25 @@ def test_run_id_constraint_matches_exactly_the_sweeps_ids():
     near = [i[:-1] for i in ids] + [i + "0" for i in ids] + ["digits", "", "other-cfg-g3-k1-s0"]
     assert not any(pattern.fullmatch(n) for n in near if n not in ids)
     assert not re.fullmatch(alternatives_pattern([]), "")
+
+
+@pytest.mark.parametrize("section", ["models", "methods"])
+@pytest.mark.parametrize("name", ["../../x", "a;touch INJECTED;b", "my model", ".hidden", "-n", "a/b", ""])
+def test_names_that_would_leave_results_or_split_a_command_are_refused(section, name):
+    config = copy.deepcopy(BASE)
+    config[section] = {name: next(iter(config[section].values())), **config[section]}
+    with pytest.raises(ConfigError, match=rf"config\.{section}: .*name {re.escape(repr(name))}: use letters"):
+        load_sweep(config)
+
+
+def test_every_run_id_matches_the_fixed_wildcard_constraint():
+    """The rules constrain ``{run}`` with RUN_ID_PATTERN, a pattern of fixed size, not a list of ids."""
+    config = copy.deepcopy(BASE)
+    config["grid"] = {"gamma": [1e20, 0.5], "k": [0.0, 2.75]}
+    ids = list(load_sweep(config).runs)
+    assert any("1e+20" in i for i in ids)
+    assert all(re.fullmatch(RUN_ID_PATTERN, i) for i in ids)
+    assert not any(re.fullmatch(RUN_ID_PATTERN, i) for i in ("a/b", "a b", "", "-x", "../x"))
 
 
 def test_ssg_lists_are_axes_and_models_limit_a_method():

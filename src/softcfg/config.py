@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -497,6 +498,9 @@ class Focus(Options):
     k: Float
 
 
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # model and method names: run ids, folder names, shell words
+
+
 class WorkflowConfig(Options):
     """config.yaml: models x methods x grid x seeds, how runs are sampled, scored and reported."""
 
@@ -513,6 +517,18 @@ class WorkflowConfig(Options):
     figures: list[Literal[FIGURES]] = Field(default_factory=lambda: list(FIGURES))  # type: ignore[valid-type]
     focus: Focus | None = Field(None, description="default: the middle gamma and the last k of the grid")
     resources: Resources = Resources()
+
+    @field_validator("models", "methods")
+    @classmethod
+    def _names(cls, entries: dict[str, Any]) -> dict[str, Any]:
+        """A name becomes part of paths under ``results`` and of the rules' command lines."""
+        for name in entries:
+            if not re.fullmatch(NAME_PATTERN, name):
+                raise ValueError(
+                    f"name {name!r}: use letters, digits, '_', '.' and '-', starting with a letter or digit "
+                    "(it becomes a folder name under results and a word of the rules' command lines)"
+                )
+        return entries
 
     @field_validator("sampling", mode="before")
     @classmethod
