@@ -21,6 +21,7 @@ except ConfigError as exc:
 RESULTS = SWEEP.results
 RUNS = SWEEP.runs
 SCORED = [run for run in RUNS if RUNS[run].scored]  # text-conditioned runs are sampled and exported
+TEXT = [run for run in RUNS if RUNS[run].exported]  # runs of text models (their prompt_samples figure)
 BENCHMARKS = RESULTS / "benchmarks"
 FOCUS_GAMMA, FOCUS_K = SWEEP.focus
 METRICS_CONFIG = SWEEP.config.metrics
@@ -128,15 +129,28 @@ def metric_inputs(run):
     return groups, layout.inception_reference(RESULTS)
 
 
-def focus_runs():
-    """One run per (model, method) at the focus setting (or without guidance), for sample grids."""
+def focus_runs(ids):
+    """One run of ``ids`` per (model, method) at the focus setting (or without guidance), of the first
+    seed, for sample grids."""
     chosen = {}
-    for run in (RUNS[r] for r in SCORED):
+    for run in (RUNS[r] for r in ids):
         method, axes = run.config.method, run.config.method.axes()
         at_focus = not method.uses_uncond or (axes.get("gamma"), axes.get("k")) == (FOCUS_GAMMA, FOCUS_K)
         if at_focus and getattr(method, "target", "v") == "v":
             chosen.setdefault((run.model, run.method), run.id)
     return chosen
+
+
+def prompt_shards():
+    """Every shard of the text runs at the focus, ``model/method=shard``, methods in config order (the
+    prompt_samples figure's columns)."""
+    order = list(SWEEP.config.methods)
+    chosen = sorted(focus_runs(TEXT).items(), key=lambda item: (item[0][0], order.index(item[0][1])))
+    return [
+        f"{model}/{method}={layout.shard(RESULTS, run, i)}"
+        for (model, method), run in chosen
+        for i in range(RUNS[run].num_shards)
+    ]
 
 
 def all_targets():

@@ -1,5 +1,5 @@
 # Tables and figures from the Parquet tables only (sample grids and the images beside the confidence
-# heatmaps read one shard per method).
+# heatmaps read one shard per method; the prompt_samples figure every shard of a text run at the focus).
 
 
 rule tables:
@@ -36,7 +36,8 @@ rule figures:
         steps=layout.steps_table(RESULTS),
         confidence=layout.confidence_table(RESULTS),
         timing=layout.timing_table(RESULTS),
-        groups=[group_records(run)[0] for run in focus_runs().values()],  # the grids show shard 0
+        groups=[group_records(run)[0] for run in focus_runs(SCORED).values()],  # the grids show shard 0
+        text=[record for run in focus_runs(TEXT).values() for record in group_records(run)],  # all prompts
     output:
         png=[
             report(
@@ -56,7 +57,13 @@ rule figures:
         out_dir=RESULTS / "figures",
         grid=" ".join(
             f"{model}/{method}={layout.shard(RESULTS, run, 0)}"
-            for (model, method), run in focus_runs().items()
+            for (model, method), run in focus_runs(SCORED).items()
+        ),
+        prompts=" ".join(prompt_shards()),
+        chosen=(
+            "--prompts " + " ".join(map(str, SWEEP.config.figure_options.prompt_samples.prompts))
+            if SWEEP.config.figure_options.prompt_samples.prompts
+            else ""
         ),
     localrule: True
     conda:
@@ -65,5 +72,6 @@ rule figures:
         "softcfg figures --metrics {input.metrics} --steps {input.steps} --timing {input.timing}"
         " --confidence {input.confidence}"
         " --gamma {params.gamma}"
-        " --k {params.k} --out-dir {params.out_dir} --sample-shards {params.grid} -- {params.names}"
+        " --k {params.k} --out-dir {params.out_dir} --sample-shards {params.grid}"
+        " --prompt-shards {params.prompts} {params.chosen} -- {params.names}"
         " > {log} 2>&1"

@@ -52,7 +52,7 @@ def finished(tmp_path_factory, digits_classifier) -> Path:
         "sampling": {"samples_per_run": 28, "shard_size": 14, "batch_size": 14, "shards_per_job": 1},
         "metrics": {"dpg": {"mode": "corrected"}},
         "tables": ["t2i", "paper_t2i"],
-        "figures": [],
+        "figures": ["prompt_samples", "confidence_maps"],
         "focus": {"gamma": 2.0, "k": 1.0},
     }  # fmt: skip
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
@@ -107,6 +107,30 @@ def test_question_table_has_one_row_per_proposition(finished, tmp_path):
         include = prompt["include"]
         expected += sum(1 + (c["count"] > 1) + ("color" in c) + ("position" in c) for c in include)
     assert len(table) == expected and sorted(set(table["item_id"])) == [f"{i:05d}" for i in range(len(LINES))]
+
+
+def test_prompt_samples_shows_a_row_per_task_kind_and_a_column_per_method(finished):
+    from PIL import Image
+
+    kinds = len({prompt["tag"] for prompt in subset(finished.parent)})  # six; counting twice
+    figure = Image.open(finished / "figures" / "prompt_samples.png")
+    placeholder = (750, 150)  # "no text-conditioned run": a 5 x 1 inch panel at 150 dpi
+    assert figure.height > kinds * 150 and figure.size != placeholder and kinds == 6
+    assert (finished / "figures" / "prompt_samples.pdf").stat().st_size > 0
+
+
+def test_the_report_opens_in_a_browser_with_every_figure_and_table(finished):
+    from browser import check_report
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+         str(finished.parent), "--report", "report.html"],
+        capture_output=True, text=True, timeout=time_limit(300),
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = yaml.safe_load((finished.parent / "config.yaml").read_text())
+    check_report(finished.parent / "report.html", config["figures"], config["tables"])
 
 
 def test_t2i_tables_show_the_parquet_numbers(finished):

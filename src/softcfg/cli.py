@@ -438,6 +438,7 @@ def cmd_tables(args: argparse.Namespace) -> None:
 def cmd_figures(args: argparse.Namespace) -> None:
     import pandas as pd
 
+    from softcfg.io.export import collect_prompt_images
     from softcfg.io.shards import manifest_path, read_shard
     from softcfg.report import figures
 
@@ -456,6 +457,18 @@ def cmd_figures(args: argparse.Namespace) -> None:
         info = json.loads(manifest_path(path).read_text())["run"].get("run")
         if info is not None:
             by_run[info["id"]] = rows[label]
+    prompt_runs, seeds = {}, {}  # text runs: (model, method) -> images by prompt; model -> seed
+    if {"prompt_samples", "confidence_maps"} & set(args.names):
+        shards: dict[str, list[str]] = {}
+        for spec in args.prompt_shards:
+            label, _, path = spec.partition("=")
+            shards.setdefault(label, []).append(path)
+        for label, paths in shards.items():
+            model, _, method = label.partition("/")
+            prompt_runs[(model, method)] = collect_prompt_images([Path(p) for p in paths])
+            run = json.loads(manifest_path(paths[0]).read_text())["run"]
+            seeds[model] = run["sampling"]["seed"]
+            by_run[run["run"]["id"]] = read_shard(paths[0])[0]
     drawn = {
         "fid_vs_gamma": lambda: figures.fid_vs_gamma(metrics),
         "fid_vs_k": lambda: figures.fid_vs_k(metrics),
@@ -466,6 +479,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
         "timing": lambda: figures.timing(pd.read_parquet(args.timing)),
         "samples": lambda: figures.sample_grid(rows),
         "confidence_maps": lambda: figures.confidence_maps(pd.read_parquet(args.confidence), *focus, by_run),
+        "prompt_samples": lambda: figures.prompt_samples(prompt_runs, args.prompts, seeds),
     }
     for name in args.names:
         if name in drawn:
@@ -754,6 +768,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing", help="timing.parquet (for the timing figure)")
     p.add_argument("--confidence", help="confidence.parquet (for the confidence_maps figure)")
     p.add_argument("--sample-shards", nargs="*", default=[], help="LABEL=shard.npz, one row each")
+    p.add_argument(
+        "--prompt-shards", nargs="*", default=[], help="MODEL/METHOD=shard.npz: every shard of a text run"
+    )
+    p.add_argument(
+        "--prompts", type=int, nargs="+", help="prompt_samples: prompt indices (default: one per tag)"
+    )
     p.add_argument("names", nargs="+", choices=FIGURES)
     p.set_defaults(func=cmd_figures)
 

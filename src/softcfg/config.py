@@ -498,6 +498,18 @@ class Focus(Options):
     k: Float
 
 
+class PromptSamples(Options):
+    """The ``prompt_samples`` figure's rows: prompts of each text model's prompt set, by index."""
+
+    prompts: list[NonNegativeInt] | None = Field(
+        None, min_length=1, description="prompt indices; default: the first prompt of each GenEval tag"
+    )
+
+
+class FigureOptions(Options):
+    prompt_samples: PromptSamples = PromptSamples()
+
+
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # model and method names: run ids, folder names, shell words
 
 
@@ -515,6 +527,7 @@ class WorkflowConfig(Options):
     metrics: MetricsEntry = MetricsEntry()
     tables: list[Literal[TABLES]] = Field(default_factory=lambda: list(TABLES))  # type: ignore[valid-type]
     figures: list[Literal[FIGURES]] = Field(default_factory=lambda: list(FIGURES))  # type: ignore[valid-type]
+    figure_options: FigureOptions = FigureOptions()
     focus: Focus | None = Field(None, description="default: the middle gamma and the last k of the grid")
     resources: Resources = Resources()
 

@@ -182,6 +182,7 @@ def load_sweep(data: Any) -> Sweep:
             models[name] = entry.entry()
             models[name].check_files(f"models.{name}")
         samples[name] = _run_samples(models[name], sampling.samples_per_run, f"models.{name}")
+        _check_figure_prompts(config, models[name], samples[name], f"models.{name}")
 
     grid = config.grid.model_dump()
     runs: dict[str, Run] = {}
@@ -237,6 +238,19 @@ def _run_samples(model: ModelEntry, samples_per_run: int, where: str) -> int:
     if model.prompts is None:
         raise ConfigError(f"{where}.prompts: family {model.family!r} is text-conditioned; give a prompt set")
     return len(model.prompt_set(where)) * model.per_prompt
+
+
+def _check_figure_prompts(config: WorkflowConfig, model: ModelEntry, samples: int, where: str) -> None:
+    """The ``prompt_samples`` figure's prompt indices exist in every text model's prompt set."""
+    chosen = config.figure_options.prompt_samples.prompts
+    if chosen is None or get_family(model.family).conditioning != "text":
+        return
+    count = samples // model.per_prompt
+    past = [i for i in chosen if i >= count]
+    if past:
+        raise ConfigError(
+            f"figure_options.prompt_samples.prompts: index {past[0]} is past the {count} prompts of {where}"
+        )
 
 
 def method_models(entry: Any, models: dict[str, Any], where: str) -> tuple[Any, dict[str, Any]]:

@@ -9,5 +9,5 @@ TABLES = (
 )  # fmt: skip
 FIGURES = (
     "fid_vs_gamma", "fid_vs_k", "fid_by_confidence", "entropy", "entropy_stepnorm", "timing", "samples",
-    "fid_vs_beta", "confidence_maps",
+    "fid_vs_beta", "confidence_maps", "prompt_samples",
 )  # fmt: skip

@@ -11,14 +11,18 @@
 - ``samples``: one row of samples per method at the focus setting;
 - ``fid_vs_beta``: FID against SSG's beta per prior on next-scale models, the base methods as lines;
 - ``confidence_maps``: per-token confidence heatmaps of a few samples per method at the focus setting,
-  beside the samples (Fig. 5), from ``confidence.parquet``.
+  beside the samples (Fig. 5), from ``confidence.parquet``;
+- ``prompt_samples``: per text model, one row per selected prompt and one column per method at the focus
+  setting, the prompt's first image (Figs. 1, 2), from the runs' shards.
 FID curves carry shaded bands where the metrics table holds an interval (``ci_low``, ``ci_high``). Each
 figure is written as PNG and PDF.
 """
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -26,6 +30,11 @@ import pandas as pd
 import seaborn as sns
 
 from softcfg.io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from softcfg.io.export import PromptImages
+
+DEFAULT_PROMPT_ROWS = 6  # prompts shown of a prompt set without GenEval tags
 
 
 def save(fig: plt.Figure, stem: Path) -> list[Path]:
@@ -257,4 +266,65 @@ def confidence_maps(
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     fig.colorbar(drawn, ax=axes.ravel().tolist(), shrink=0.8, label="max softmax(l_c / T)")
     fig.suptitle(f"token confidence, γ={gamma:g}, k={k:g}")
+    return fig
+
+
+def default_prompts(prompts: PromptImages) -> list[int]:
+    """The first prompt of each GenEval task kind (``tag``) in prompt-set order; without tags, the first
+    few prompts."""
+    first: dict[str, int] = {}
+    for i, meta in enumerate(prompts.metadata):
+        if isinstance(meta, dict) and "tag" in meta:
+            first.setdefault(str(meta["tag"]), i)
+    return list(first.values()) or list(range(min(DEFAULT_PROMPT_ROWS, len(prompts.names))))
+
+
+def _prompt_label(prompts: PromptImages, index: int, width: int = 30) -> str:
+    meta = prompts.metadata[index]
+    text = meta.get("prompt", prompts.names[index]) if isinstance(meta, dict) else prompts.names[index]
+    tag = f"[{meta['tag']}] " if isinstance(meta, dict) and "tag" in meta else ""
+    return textwrap.fill(f"{tag}{text}", width)
+
+
+def prompt_samples(
+    runs: dict[tuple[str, str], PromptImages], chosen: list[int] | None = None, seeds: dict | None = None
+) -> plt.Figure:
+    """Per text model, a row per prompt (``chosen`` indices, else ``default_prompts``) and a column per
+    method (``runs``: (model, method) -> the run's images by prompt), each cell the prompt's first image.
+
+    The runs of a model share their seed (``seeds``: model -> seed, for the title), and a run draws image
+    j of prompt i from the same random stream whatever its method, so a row differs by guidance only."""
+    models = list(dict.fromkeys(model for model, _ in runs))
+    if not models:
+        fig, ax = plt.subplots(figsize=(5, 1))
+        ax.text(0.5, 0.5, "no text-conditioned run at the focus", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    blocks = []  # (model, its methods, its prompt indices)
+    for model in models:
+        methods = [method for m, method in runs if m == model]
+        first = runs[(model, methods[0])]
+        blocks.append((model, methods, chosen if chosen is not None else default_prompts(first)))
+    rows = sum(len(indices) for _, _, indices in blocks)
+    cols = max(len(methods) for _, methods, _ in blocks)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(1.7 * cols + 2.2, 1.7 * rows + 0.4 * len(blocks)), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.set_axis_off()
+    r = 0
+    for model, methods, indices in blocks:
+        seed = "" if seeds is None or model not in seeds else f", seed {seeds[model]}"
+        for n, index in enumerate(indices):
+            for c, method in enumerate(methods):
+                ax = axes[r, c]
+                ax.imshow(runs[(model, method)].images[index][0], interpolation="nearest")
+                ax.set_axis_on()
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if n == 0:
+                    ax.set_title(f"{model}{seed}\n{method}" if c == 0 else method, fontsize=8)
+            label = _prompt_label(runs[(model, methods[0])], index)
+            axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+            r += 1
     return fig
