@@ -57,6 +57,181 @@ def test_at_most_16_detections_per_class_sorted_by_score():
     assert not correct(dets, prompt("x", [{"class": "person", "count": 17}]))
 
 
+def f32(x: float) -> float:
+    return float(np.float32(x))
+
+
+@pytest.mark.parametrize("tag, edge", [("single_object", 0.3), ("counting", 0.9)])
+def test_thresholds_compare_the_float32_scores_in_float32(tag, edge):
+    """The official script compares its float32 scores with float32(0.3): that score is not above it,
+    although as a double it is (0.30000001192... > 0.3); the next float32 is. (float32(0.9) is below 0.9,
+    so at 0.9 both comparisons agree.)"""
+    p = prompt(tag, [{"class": "cow", "count": 1}])
+    assert (f32(edge) > edge) == (tag == "single_object")  # as doubles, the 0.3 edge score would pass
+    assert not correct([det("cow", f32(edge))], p)
+    assert correct([det("cow", float(np.nextafter(np.float32(edge), np.float32(1))))], p)
+
+
+# np.argsort(x)[::-1] under numpy 1.23.5 (the official environment's 1.23 series; measured there): the
+# later of two equal scores first, and for more than 16 boxes the introsort's own order of ties.
+TIES_20 = [0.5, 0.7, 0.5, 0.3, 0.7, 0.7, 0.5, 0.9, 0.5, 0.7, 0.5, 0.5, 0.7, 0.3, 0.7, 0.5, 0.5, 0.7, 0.5, 0.7]
+NUMPY_123_DESCENDING_20 = [7, 19, 12, 1, 4, 5, 9, 14, 17, 11, 10, 18, 8, 6, 15, 16, 2, 0, 13, 3]
+PIPE_116 = [min(i, 116 - i) for i in range(116)]  # deep enough for the heapsort fallback
+NUMPY_123_ASCENDING_PIPE_116 = [
+    0,
+    115,
+    1,
+    2,
+    114,
+    3,
+    113,
+    4,
+    112,
+    5,
+    111,
+    110,
+    6,
+    109,
+    7,
+    108,
+    8,
+    107,
+    9,
+    106,
+    10,
+    105,
+    11,
+    104,
+    12,
+    103,
+    13,
+    102,
+    14,
+    15,
+    101,
+    16,
+    100,
+    99,
+    17,
+    18,
+    98,
+    19,
+    97,
+    20,
+    96,
+    95,
+    21,
+    22,
+    94,
+    23,
+    93,
+    92,
+    24,
+    91,
+    25,
+    90,
+    26,
+    89,
+    27,
+    28,
+    88,
+    87,
+    29,
+    86,
+    30,
+    31,
+    85,
+    84,
+    32,
+    83,
+    33,
+    82,
+    34,
+    81,
+    35,
+    36,
+    80,
+    37,
+    79,
+    78,
+    38,
+    39,
+    77,
+    76,
+    40,
+    41,
+    75,
+    74,
+    42,
+    43,
+    73,
+    72,
+    44,
+    71,
+    45,
+    46,
+    70,
+    69,
+    47,
+    48,
+    68,
+    67,
+    49,
+    50,
+    66,
+    65,
+    51,
+    52,
+    64,
+    63,
+    53,
+    62,
+    54,
+    61,
+    55,
+    56,
+    60,
+    57,
+    59,
+    58,
+]
+
+
+def test_equal_scores_come_in_the_official_order():
+    two = [det("cat", 0.5, (0, 0, 1, 1)), det("cat", 0.5, (5, 5, 6, 6))]
+    assert [d.box for d in g.select_objects(two, "single_object")["cat"]] == [(5, 5, 6, 6), (0, 0, 1, 1)]
+    many = [det("cat", f32(s), (i, 0, i + 1, 1)) for i, s in enumerate(TIES_20)]
+    kept = g.select_objects(many, "single_object")["cat"]  # the two 0.3s are not above 0.3; 16 of 18
+    assert [int(d.box[0]) for d in kept] == NUMPY_123_DESCENDING_20[:16]
+
+
+def test_introsort_is_numpy_123s_argsort():
+    from softcfg.metrics.introsort import argsort
+
+    assert argsort(PIPE_116) == NUMPY_123_ASCENDING_PIPE_116
+    assert argsort(TIES_20)[::-1] == NUMPY_123_DESCENDING_20
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 2, 16, 17, 40, 300):  # distinct values: every correct sort agrees with numpy's
+        values = rng.permutation(n).astype(np.float32)
+        assert argsort(values) == np.argsort(values, kind="stable").tolist()
+    assert argsort([np.nan, 1.0, np.nan, 0.0]) == [3, 1, 0, 2]  # NaN last, in numpy's order
+
+
+def test_relations_are_computed_in_float32_as_the_official_rows_are():
+    """A point 60 degrees below-left of another: in float64 dx is -0.50000000673 (left of), in the
+    official float32 arithmetic it is exactly -0.5 (not left of)."""
+    a, b = (-1.0, 1.7320507764816284, -1.0, 1.7320507764816284), (0.0, 0.0, 0.0, 0.0)
+    offset = np.array([-1.0, 1.7320507764816284])
+    assert offset[0] / np.linalg.norm(offset) < -0.5  # the double computation's verdict
+    offset32 = offset.astype(np.float32)
+    assert offset32[0] / np.linalg.norm(offset32) == np.float32(-0.5)
+    assert g.relative_position(a, b) == {"below"}
+    p = prompt(
+        "position", [{"class": "cat", "count": 1}, {"class": "dog", "count": 1, "position": ["left of", 0]}]
+    )
+    assert not correct([det("cat", 0.9, b), det("dog", 0.9, a)], p)
+
+
 def test_overlap_filter_is_off_by_default_and_greedy_when_set():
     a, b = det("cat", 0.9, (0, 0, 9, 9)), det("cat", 0.8, (0, 0, 9, 4))  # IoU = 50 / 100 (inclusive pixels)
     assert g.box_iou(a.box, b.box) == pytest.approx(0.5)

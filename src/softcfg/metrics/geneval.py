@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from softcfg.metrics.introsort import argsort
 from softcfg.options import UserError
 
 if TYPE_CHECKING:
@@ -129,15 +130,19 @@ def select_objects(
     detections: Iterable[Detection], tag: str, settings: Settings = Settings()
 ) -> dict[str, list[Detection]]:
     """Per class: detections above the threshold (the counting one for ``counting`` prompts), best first,
-    at most ``max_objects``, then greedily without overlaps above ``max_overlap`` (off at 1)."""
-    threshold = settings.counting_threshold if tag == "counting" else settings.threshold
+    at most ``max_objects``, then greedily without overlaps above ``max_overlap`` (off at 1).
+
+    As the official script on its float32 detector rows: scores compared with the threshold in float32
+    (float32(0.3) is not above 0.3), equal scores in ``np.argsort(scores)[::-1]``'s order (numpy 1.23's)."""
+    threshold = np.float32(settings.counting_threshold if tag == "counting" else settings.threshold)
     by_class: dict[str, list[Detection]] = {}
     for det in detections:
         by_class.setdefault(det.label, []).append(det)
     kept = {}
     for label, dets in by_class.items():
-        order = sorted((d for d in dets if d.score > threshold), key=lambda d: -d.score)
-        order = order[: settings.max_objects]
+        scores = np.asarray([d.score for d in dets], dtype=np.float32)  # the detector's dtype
+        ranked = argsort(scores)[::-1]  # np.argsort(scores)[::-1] under numpy 1.23: the later tie first
+        order = [dets[i] for i in ranked if scores[i] > threshold][: settings.max_objects]
         chosen: list[Detection] = []
         while order:
             best = order.pop(0)
@@ -151,12 +156,15 @@ def select_objects(
 
 def relative_position(a: Sequence[float], b: Sequence[float], margin: float = POSITION_MARGIN) -> set[str]:
     """Relations of box ``a`` to box ``b``: each axis' centre offset shrunk by ``margin`` times the two
-    sizes; none when both shrunk offsets are below 1e-3, else those whose normalised component passes 0.5."""
-    boxes = np.asarray([a[:4], b[:4]], dtype=np.float64).reshape(2, 2, 2)
+    sizes; none when both shrunk offsets are below 1e-3, else those whose normalised component passes 0.5.
+
+    In float32, as the official script computes on the detector's box rows (a relation exactly on the
+    0.5 or 1e-3 edge can flip in float64)."""
+    boxes = np.asarray([a[:4], b[:4]], dtype=np.float32).reshape(2, 2, 2)
     center_a, center_b = boxes.mean(axis=1)
-    size_a, size_b = boxes[:, 1] - boxes[:, 0]
+    size_a, size_b = np.abs(boxes[:, 1] - boxes[:, 0])
     offset = center_a - center_b
-    revised = np.maximum(np.abs(offset) - margin * (np.abs(size_a) + np.abs(size_b)), 0) * np.sign(offset)
+    revised = np.maximum(np.abs(offset) - margin * (size_a + size_b), 0) * np.sign(offset)
     if np.all(np.abs(revised) < 1e-3):
         return set()
     dx, dy = revised / np.linalg.norm(offset)
