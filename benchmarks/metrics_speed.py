@@ -34,7 +34,7 @@ def _pr_child(float16: bool, threads: int, out: mp.Queue) -> None:
     ref, smp = _features(REFERENCE, 0), _features(SAMPLES, 1)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    adm.precision_recall(ref, smp, float16=float16)
+    adm.precision_recall(ref, smp, mode="float16" if float16 else "float32")
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     out.put((seconds, peak / 1024))  # ru_maxrss is in KiB on Linux

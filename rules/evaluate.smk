@@ -137,7 +137,7 @@ rule metrics:
     params:
         names=" ".join(SWEEP.metrics),
         kid=SWEEP.kid_subset_size,
-        pr=f"--device {METRICS_CONFIG.device}" + (" --pr-float16" if METRICS_CONFIG.pr_float16 else ""),
+        pr=f"--device {METRICS_CONFIG.device} --pr-mode {METRICS_CONFIG.pr_mode}",
         bootstrap=" ".join(f"--bootstrap-{k} {v}" for k, v in METRICS_CONFIG.bootstrap.model_dump().items()),
     threads: stage_threads("metrics")
     resources:

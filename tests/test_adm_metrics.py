@@ -107,6 +107,20 @@ def test_precision_recall_equal_brute_force_in_float32(block):
     assert adm.precision_recall(ref, smp, block=block) == brute_force_pr(ref, smp)
 
 
+@pytest.mark.parametrize("block", [10000, 7])
+def test_float64_mode_equals_brute_force_where_float32_loses_the_distances(block):
+    """Points of squared norm 3e4 a small distance apart: float32's |u|^2 - 2 u.v + |v|^2 keeps about two
+    digits of each distance there (its counts depend on the BLAS kernel); float64 blocks give the
+    well-conditioned (u - v)^2 computation's counts whatever the block layout."""
+    centre = np.full(16, np.sqrt(3e4 / 16), np.float32)
+    ref = centre + 0.05 * features(150, 16, seed=4)
+    smp = centre + 0.05 * features(120, 16, seed=5, shift=0.3)
+    assert (ref.astype(np.float64) ** 2).sum(1).min() > 2.9e4
+    assert adm.precision_recall(ref, smp, block=block, mode="float64") == brute_force_pr(ref, smp)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        adm.precision_recall(ref, smp, mode="exact")
+
+
 def spy_on_distance_blocks(monkeypatch) -> list[tuple[int, int, np.ndarray]]:
     """Record (rows, columns, block) for every distance block the suite computes."""
     blocks: list[tuple[int, int, np.ndarray]] = []
@@ -220,20 +234,20 @@ def test_float16_blocks_follow_adms_half_precision_graph_in_its_orientation(monk
     expected = (cross <= ref_r[:, None]).any(0).mean(), (cross <= smp_r[None, :]).any(1).mean()
 
     blocks = spy_on_distance_blocks(monkeypatch)
-    assert adm.precision_recall(ref, smp, float16=True) == expected
+    assert adm.precision_recall(ref, smp, mode="float16") == expected
     assert [(rows, cols) for rows, cols, _ in blocks] == [(150, 150), (130, 130), (150, 130)]
     np.testing.assert_array_equal(blocks[-1][2], cross)
-    assert adm.precision_recall(ref, smp, float16=True, block=50) == expected
+    assert adm.precision_recall(ref, smp, mode="float16", block=50) == expected
 
     a, b = features(150, 64, seed=6), features(130, 64, seed=7, shift=0.1)  # continuous values
     ra, rb = np.sort(sq16(a, a), 1)[:, 3], np.sort(sq16(b, b), 1)[:, 3]
     ab = sq16(a, b)
-    assert adm.precision_recall(a, b, float16=True, block=50) == (
+    assert adm.precision_recall(a, b, mode="float16", block=50) == (
         (ab <= ra[:, None]).any(0).mean(),
         (ab <= rb[None, :]).any(1).mean(),
     )
     huge = a * 300  # squared norms above float16's range: ADM falls back to float32
-    assert adm.precision_recall(huge, b * 300, float16=True) == adm.precision_recall(huge, b * 300)
+    assert adm.precision_recall(huge, b * 300, mode="float16") == adm.precision_recall(huge, b * 300)
 
 
 def test_mode_collapse_gives_high_precision_and_low_recall_and_swapping_swaps():

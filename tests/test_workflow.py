@@ -75,6 +75,8 @@ def test_metrics_table_is_tidy_and_complete(finished):
     assert set(ranged["ci_resamples"]) == {200, 40}  # bootstrap draws; recall: 40 one-sample blocks left out
     assert ranged["ci_method"].str.endswith("reference fixed").all()
     assert table[~with_interval][["ci_low", "ci_high", "ci_level"]].isna().all().all()
+    pr = table["metric"].isin(["precision", "recall"])  # the distance blocks' precision (metrics.pr_mode)
+    assert table[pr]["mode"].eq("float32").all() and table[~pr]["mode"].isna().all()
 
 
 def test_the_workflow_sweeps_the_installed_plugins_method(finished):

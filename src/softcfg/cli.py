@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 from softcfg.config import BootstrapEntry, load_run_config, parse_run_config
-from softcfg.metrics import INTERVAL_METRICS, METRICS
+from softcfg.metrics import INTERVAL_METRICS, METRICS, PR_MODES
 from softcfg.options import ConfigError, UserError
 from softcfg.report import FIGURES, TABLES
 
@@ -261,7 +261,7 @@ def cmd_metrics(args: argparse.Namespace) -> None:
 
     _check_inputs([*args.samples, args.reference], "metrics")
     run = load_run_config(args.config, check_files=False)  # scored from features: no checkpoint needed
-    pr = PRSettings(float16=args.pr_float16, device=args.device)
+    pr = PRSettings(mode=args.pr_mode, device=args.device)
     resampling = _resampling(args) if args.bootstrap_resamples else None
     record = run_metrics(
         run, args.samples, args.reference, tuple(args.names), args.kid_subset_size, pr, resampling
@@ -285,7 +285,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
     if args.bootstrap_resamples < 1:
         _fail(f"--bootstrap-resamples must be >= 1 for a comparison, got {args.bootstrap_resamples}")
-    pr = PRSettings(float16=args.pr_float16, device=args.device)
+    pr = PRSettings(mode=args.pr_mode, device=args.device)
     names = tuple(args.names) if args.names else None
     plan, differences = compare_runs(Path(args.results), args.run_a, args.run_b, names, _resampling(args), pr)
     level = f"{plan.settings.level:.0%} interval"
@@ -376,7 +376,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     _set_threads(args.threads)
     result = evaluate_samples(
-        args.reference, args.samples, args.weights, args.batch_size, args.device, args.pr_float16
+        args.reference, args.samples, args.weights, args.batch_size, args.device, args.pr_mode
     )
     if args.json:
         print(json.dumps(result.record(), indent=2, sort_keys=True))
@@ -645,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", required=True)
     p.add_argument("--names", nargs="+", choices=METRICS, default=["fid", "is", "kid", "precision", "recall"])
     p.add_argument("--kid-subset-size", type=int, default=1000)
-    p.add_argument("--pr-float16", action="store_true", help="ADM's float16 distance blocks")
+    p.add_argument("--pr-mode", choices=PR_MODES, default="float32", help="precision/recall distance blocks")
     p.add_argument("--device", default="cpu", help="where precision/recall distances are computed")
     _bootstrap_args(p, "0: no intervals")
     p.add_argument("--out", required=True)
@@ -654,7 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="paired comparison of two runs (same model, seed, sampling sizes)")
     p.add_argument("--results", default="results", help="the finished workflow's results folder")
     p.add_argument("--names", nargs="+", choices=INTERVAL_METRICS, help="default: every one both runs have")
-    p.add_argument("--pr-float16", action="store_true", help="ADM's float16 distance blocks")
+    p.add_argument("--pr-mode", choices=PR_MODES, default="float32", help="precision/recall distance blocks")
     p.add_argument("--device", default="cpu", help="where precision/recall distances are computed")
     _bootstrap_args(p, "at least 1")
     p.add_argument("run_a", help="run id of A")
@@ -689,7 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("samples", help="sample npz (arr_0 uint8 NHWC) or a folder of them")
     p.add_argument("--weights", help="full torch-fidelity Inception weights (needed for IS)")
     p.add_argument("--json", action="store_true", help="one JSON record instead of ADM's lines")
-    p.add_argument("--pr-float16", action="store_true", help="ADM's float16 distance blocks")
+    p.add_argument("--pr-mode", choices=PR_MODES, default="float32", help="precision/recall distance blocks")
     _extraction_args(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -20,7 +20,7 @@ from pydantic import NonNegativeInt, PositiveInt, field_validator, model_validat
 from pydantic_core.core_schema import ValidationInfo
 
 from softcfg.methods import GuidanceMethod, parse_method
-from softcfg.metrics import METRICS
+from softcfg.metrics import METRICS, PR_MODES
 from softcfg.models.registry import get_family
 from softcfg.options import (
     ConfigError,
@@ -432,7 +432,9 @@ class MetricsEntry(Options):
     kid_subset_size: PositiveInt | None = Field(None, description="default: min(1000, samples_per_run)")
     reference: str | None = Field(None, description="ADM reference batch (npz) for Inception-scored models")
     inception_weights: str | None = Field(None, description="torch-fidelity's full Inception weights (IS)")
-    pr_float16: bool = Field(False, description="ADM's float16 precision/recall distance blocks")
+    pr_mode: Literal[PR_MODES] = Field(  # type: ignore[valid-type]
+        "float32", description="precision/recall distance blocks: ADM's float32 or float16, or float64"
+    )
     device: Literal["cpu", "cuda"] = "cpu"
     batch_size: PositiveInt = Field(64, description="images per Inception forward pass")
     bootstrap: BootstrapEntry = BootstrapEntry()

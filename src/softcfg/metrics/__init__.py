@@ -42,3 +42,8 @@ EXTRACTORS = {
         reader="softcfg.metrics.scoring:inception_feature_sets",
     ),
 }
+
+PR_MODES = ("float32", "float16", "float64")
+"""Precision/recall distance blocks (``adm.precision_recall``): ADM's float32 and float16, or float64, whose
+counts do not depend on the machine's BLAS kernel (in float32, |u|^2 - 2 u.v + |v|^2 loses the digits of a
+small distance between points of large norm, and AVX2 and AVX-512 kernels round it differently)."""

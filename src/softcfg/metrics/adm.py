@@ -20,6 +20,8 @@ from torch import Tensor
 from torch_fidelity.metric_fid import fid_statistics_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 
+from softcfg.metrics import PR_MODES
+
 IS_SPLIT_SIZE = 5000
 PR_NEIGHBOURS = 3
 PR_BLOCK = 10000
@@ -153,8 +155,12 @@ class _Points:
     half: tuple[Tensor, Tensor] | None = None  # (features as float16, float16 norms as float32)
 
     @classmethod
-    def of(cls, features: Tensor, float16: bool) -> _Points:
-        half = (features.half(), squared_norms(features, float16=True)) if float16 else None
+    def of(cls, features: Tensor, mode: str) -> _Points:
+        if mode not in PR_MODES:
+            raise ValueError(f"precision/recall mode must be one of {PR_MODES}, got {mode!r}")
+        if mode == "float64":
+            features = features.double()
+        half = (features.half(), squared_norms(features, float16=True)) if mode == "float16" else None
         return cls(features, squared_norms(features), half)
 
     def __len__(self) -> int:
@@ -183,7 +189,7 @@ def _radii(points: _Points, k: int, block: int) -> Tensor:
     keeping only the k + 1 smallest distances per row across column blocks."""
     if len(points) <= k:
         raise ValueError(f"precision/recall with k = {k} needs more than {k} points, got {len(points)}")
-    radii = torch.empty(len(points), dtype=torch.float32, device=points.x.device)
+    radii = torch.empty(len(points), dtype=points.x.dtype, device=points.x.device)
     for r in range(0, len(points), block):
         rows = points[r : r + block]
         best = None
@@ -225,15 +231,15 @@ def manifold_membership(
     samples: np.ndarray,
     k: int = PR_NEIGHBOURS,
     block: int = PR_BLOCK,
-    float16: bool = False,
+    mode: str = "float32",
     device: str | torch.device = "cpu",
     groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per sample: inside the reference manifold (its mean is precision); per reference point and group
     of consecutive samples (``groups``: bounds, default one group): inside some ball of that group (the
     share of reference points covered by any group is recall). Arguments as ``precision_recall``."""
-    ref = _Points.of(torch.as_tensor(np.asarray(reference, np.float32), device=device), float16)
-    smp = _Points.of(torch.as_tensor(np.asarray(samples, np.float32), device=device), float16)
+    ref = _Points.of(torch.as_tensor(np.asarray(reference, np.float32), device=device), mode)
+    smp = _Points.of(torch.as_tensor(np.asarray(samples, np.float32), device=device), mode)
     bounds = np.array([0, len(smp)]) if groups is None else np.asarray(groups)
     ref_radii, smp_radii = _radii(ref, k, block), _radii(smp, k, block)
     smp_inside, ref_cover = _cross_membership(ref, smp, ref_radii, smp_radii, block, bounds)
@@ -245,18 +251,20 @@ def precision_recall(
     samples: np.ndarray,
     k: int = PR_NEIGHBOURS,
     block: int = PR_BLOCK,
-    float16: bool = False,
+    mode: str = "float32",
     device: str | torch.device = "cpu",
 ) -> tuple[float, float]:
     """ADM's convention: precision = share of samples inside the reference manifold; recall = share of
     reference points inside the sample manifold. Memory is O(block^2), never O(N_ref x N_samples).
 
-    ``float16`` emulates ADM's float16 distance blocks as TensorFlow computes them with its GPU matmul
-    (float32 accumulation) and the norms as ``squared_norms`` says (TF's CPU kernel, bit-exact; TF's GPU
-    kernel also sums in half but in another order, so a norm may differ there in the last bit). ADM run on
-    CPU cannot be emulated: TF's CPU float16 matmul accumulates in half, in an order that depends on the
-    thread count (lattice features: precision 0.689 with 2 threads, 0.577 with 1)."""
-    smp_inside, ref_cover = manifold_membership(reference, samples, k, block, float16, device)
+    ``mode`` (``PR_MODES``): ``float32`` is ADM's default; ``float64`` gives counts that do not depend on
+    the BLAS kernel; ``float16`` emulates ADM's float16 distance blocks as TensorFlow computes them with
+    its GPU matmul (float32 accumulation) and the norms as ``squared_norms`` says (TF's CPU kernel,
+    bit-exact; TF's GPU kernel also sums in half but in another order, so a norm may differ there in the
+    last bit). ADM run on CPU cannot be emulated: TF's CPU float16 matmul accumulates in half, in an
+    order that depends on the thread count (lattice features: precision 0.689 with 2 threads, 0.577
+    with 1)."""
+    smp_inside, ref_cover = manifold_membership(reference, samples, k, block, mode, device)
     return float(smp_inside.mean()), float(ref_cover.any(axis=1).mean())
 
 

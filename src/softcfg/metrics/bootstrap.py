@@ -316,7 +316,7 @@ def replicates(
             if not membership:
                 membership = [
                     adm.manifold_membership(
-                        reference.features, s.features, pr.k, pr.block, pr.float16, pr.device, plan.bounds
+                        reference.features, s.features, pr.k, pr.block, pr.mode, pr.device, plan.bounds
                     )
                     for s in runs
                 ]

@@ -141,6 +141,7 @@ def run_metrics(
         "num_samples": int(sets.samples.features.shape[0]),
         "extractor": sets.extractor,
         "reference": sets.reference_name,
+        "modes": {name: pr.mode for name in ("precision", "recall") if name in values},
     }
 
 
@@ -166,7 +167,7 @@ def evaluate_samples(
     weights_path: str | None,
     batch_size: int,
     device: str,
-    pr_float16: bool,
+    pr_mode: str,
 ) -> Evaluation:
     """ADM's evaluator: Inception features of both sets (the reference's cached), then IS (when the
     weights have the head), FID, sFID, precision and recall. Inputs are checked before extraction."""
@@ -192,8 +193,6 @@ def evaluate_samples(
     reference = feature_set(reference_arrays(reference_path, weights, batch_size, device))
     samples = feature_set(features_arrays(images, weights, {}, batch_size, device))
     names = tuple(n for n in ADM_LINES if n != "is" or weights.has_logits)
-    values = dict(
-        compute_metrics(samples, reference, names, pr=PRSettings(float16=pr_float16, device=device))
-    )
+    values = dict(compute_metrics(samples, reference, names, pr=PRSettings(mode=pr_mode, device=device)))
     unavailable = {} if weights.has_logits else {"is": samples.unavailable}
     return Evaluation(values, unavailable, int(images.shape[0]), weights.as_dict())

@@ -50,7 +50,7 @@ class FeatureSet:
 class PRSettings:
     k: int = adm.PR_NEIGHBOURS
     block: int = adm.PR_BLOCK
-    float16: bool = False  # ADM's float16 distance blocks
+    mode: str = "float32"  # the distance blocks' precision (adm.PR_MODES)
     device: str = "cpu"
 
 
@@ -80,9 +80,7 @@ def compute_metrics(
             samples.sfid.mu, samples.sfid.sigma, reference.sfid.mu, reference.sfid.sigma
         )
     if "precision" in names or "recall" in names:
-        p, r = adm.precision_recall(
-            reference.features, samples.features, pr.k, pr.block, pr.float16, pr.device
-        )
+        p, r = adm.precision_recall(reference.features, samples.features, pr.k, pr.block, pr.mode, pr.device)
         out.update({key: v for key, v in (("precision", p), ("recall", r)) if key in names})
     if "kid" in names:
         out["kid"], out["kid_std"] = adm.kernel_inception_distance(
