@@ -42,7 +42,7 @@ def write_geneval(path: Path, lines: list = GENEVAL_LINES) -> Path:
 def test_geneval_metadata(tmp_path: Path):
     prompts = read_prompts(write_geneval(tmp_path / "meta.jsonl"))
     assert prompts.format == "geneval" and len(prompts) == 3
-    assert [e.name for e in prompts.entries] == ["00000", "00001", "00002"]
+    assert [e.name for e in prompts.entries] == ["prompt00000", "prompt00001", "prompt00002"]
     assert prompts.texts == tuple(line["prompt"] for line in GENEVAL_LINES)
     assert [e.metadata for e in prompts.entries] == GENEVAL_LINES
 
@@ -66,7 +66,7 @@ def test_plain_text_lines(tmp_path: Path):
     path.write_text("a photo of a seven\n  a photo of a red two  \n")
     prompts = read_prompts(path)
     assert prompts.format == "text" and prompts.texts == ("a photo of a seven", "a photo of a red two")
-    assert [e.name for e in prompts.entries] == ["00000", "00001"]
+    assert [e.name for e in prompts.entries] == ["prompt00000", "prompt00001"]
     assert prompts.sha256 != read_prompts(write_geneval(tmp_path / "m.jsonl")).sha256
 
 
@@ -169,9 +169,8 @@ def test_text_run_shards_record_prompts(tmp_path: Path):
         prompt_set = manifest["prompt_set"]
         assert prompt_set["num_prompts"] == 3 and prompt_set["images_per_prompt"] == 2
         assert prompt_set["sha256"] == read_prompts(prompt_file).sha256
-        assert prompt_set["entries"] == {
-            str(i): {"name": f"{i:05d}", "metadata": GENEVAL_LINES[i]} for i in sorted(set(prompt_index))
-        }
+        entries = {str(i): {"name": f"prompt{i:05d}", "metadata": GENEVAL_LINES[i]} for i in prompt_index}
+        assert prompt_set["entries"] == entries
 
 
 def _sweep_config(tmp_path: Path, model: dict) -> dict:

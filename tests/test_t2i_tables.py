@@ -37,20 +37,20 @@ PROMPTS = [  # one prompt of each GenEval task, as in the embedded model's promp
 
 # (item, proposition, dependency, tuple, question), written out by hand from the grammar
 EXPECTED = [
-    ("00000", "1", "0", "entity - whole (seven)", "Is there a seven?"),
-    ("00001", "1", "0", "entity - whole (eight)", "Is there an eight?"),
-    ("00001", "2", "0", "entity - whole (five)", "Is there a five?"),
-    ("00002", "1", "0", "entity - whole (six)", "Is there a six?"),
-    ("00002", "2", "1", "other - count (six, ==3)", "Are there three sixes?"),
-    ("00003", "1", "0", "entity - whole (one)", "Is there a one?"),
-    ("00003", "2", "1", "attribute - color (one, red)", "Is the one red?"),
-    ("00004", "1", "0", "entity - whole (six)", "Is there a six?"),
-    ("00004", "2", "0", "entity - whole (nine)", "Is there a nine?"),
-    ("00004", "3", "2,1", "relation - spatial (nine, six, left of)", "Is the nine left of the six?"),
-    ("00005", "1", "0", "entity - whole (three)", "Is there a three?"),
-    ("00005", "2", "1", "attribute - color (three, yellow)", "Is the three yellow?"),
-    ("00005", "3", "0", "entity - whole (zero)", "Is there a zero?"),
-    ("00005", "4", "3", "attribute - color (zero, blue)", "Is the zero blue?"),
+    ("prompt00000", "1", "0", "entity - whole (seven)", "Is there a seven?"),
+    ("prompt00001", "1", "0", "entity - whole (eight)", "Is there an eight?"),
+    ("prompt00001", "2", "0", "entity - whole (five)", "Is there a five?"),
+    ("prompt00002", "1", "0", "entity - whole (six)", "Is there a six?"),
+    ("prompt00002", "2", "1", "other - count (six, ==3)", "Are there three sixes?"),
+    ("prompt00003", "1", "0", "entity - whole (one)", "Is there a one?"),
+    ("prompt00003", "2", "1", "attribute - color (one, red)", "Is the one red?"),
+    ("prompt00004", "1", "0", "entity - whole (six)", "Is there a six?"),
+    ("prompt00004", "2", "0", "entity - whole (nine)", "Is there a nine?"),
+    ("prompt00004", "3", "2,1", "relation - spatial (nine, six, left of)", "Is the nine left of the six?"),
+    ("prompt00005", "1", "0", "entity - whole (three)", "Is there a three?"),
+    ("prompt00005", "2", "1", "attribute - color (three, yellow)", "Is the three yellow?"),
+    ("prompt00005", "3", "0", "entity - whole (zero)", "Is there a zero?"),
+    ("prompt00005", "4", "3", "attribute - color (zero, blue)", "Is the zero blue?"),
 ]
 
 
@@ -68,10 +68,24 @@ def test_question_table_has_the_official_columns_and_the_grammars_questions(tmp_
         for r in rows
     ]
     assert got == EXPECTED
-    assert {r["item_id"]: r["text"] for r in rows}["00004"] == "a photo of a nine left of a six"
+    assert {r["item_id"]: r["text"] for r in rows}["prompt00004"] == "a photo of a nine left of a six"
     assert all(r["category_broad"] == r["tuple"].split(" - ")[0] for r in rows)
     for r in rows:  # every question is one the scene VQA answers
         parse_question(r["question_natural_language"])
+
+
+def test_item_ids_survive_pandas_as_dpg_benchs_script_reads_the_table(tmp_path):
+    """The official script reads the table with ``pd.read_csv`` and looks for ``<item_id>.png``: numeric
+    ids such as 00000 would come back as the integer 0; ours come back as the export's names."""
+    from softcfg.data.prompts import read_prompts
+
+    path = tmp_path / "p.jsonl"
+    csv_path = tmp_path / "q.csv"
+    csv_path.write_text(questions_csv(write_prompts(path, PROMPTS)))
+    ids = pd.read_csv(csv_path)["item_id"]
+    assert ids.map(type).eq(str).all()
+    assert sorted(set(ids)) == sorted(e.name for e in read_prompts(path).entries)
+    assert not pd.read_csv(io.StringIO("item_id\n00000\n"))["item_id"].map(type).eq(str).any()
 
 
 def test_question_table_reads_back_in_both_modes(tmp_path):
@@ -80,11 +94,12 @@ def test_question_table_reads_back_in_both_modes(tmp_path):
     rows = read_questions(csv_path, official=False)
     corrected = item_questions(rows, "corrected")  # refuses missing parents and cycles
     assert {item: len(q) for item, q in corrected.items()} == {
-        "00000": 1, "00001": 2, "00002": 2, "00003": 2, "00004": 3, "00005": 4,
+        "prompt00000": 1, "prompt00001": 2, "prompt00002": 2, "prompt00003": 2, "prompt00004": 3,
+        "prompt00005": 4,
     }  # fmt: skip
-    assert corrected["00004"][3].parents == (2, 1)
+    assert corrected["prompt00004"][3].parents == (2, 1)
     compatible = item_questions(rows, "compatible")  # upstream drops the table's first data row
-    assert "00000" not in compatible and len(compatible["00005"]) == 4
+    assert "prompt00000" not in compatible and len(compatible["prompt00005"]) == 4
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,13 @@
 """Prompt sets: the conditioning axis of a text-conditioned model's runs, read from one of three formats.
 
 - GenEval's metadata (``*.jsonl``): one JSON object per line with ``prompt`` (and ``tag``, ``include``,
-  ``exclude``, kept as the scorer's ground truth); prompt i is exported as folder ``{i:05d}``.
+  ``exclude``, kept as the scorer's ground truth); prompt i is exported as GenEval folder ``{i:05d}``.
 - DPG-Bench's prompt folder: one ``<id>.txt`` per prompt; exported as ``<id>.png``.
 - Plain text (``*.txt``): one prompt per line.
+
+A prompt of the first and last formats is named ``prompt{i:05d}`` (its DPG grid and question-table item
+id): DPG-Bench's script reads the table with pandas, which would turn a numeric id such as ``00000``
+into the integer 0 and match no image.
 
 Every line (or file) is one prompt, so an empty one is an error rather than silently shifting the
 indices that shards and exports record. Errors name the file and line. Nothing here imports torch.
@@ -73,6 +77,11 @@ def _lines(path: Path) -> list[str]:
     return text.splitlines()
 
 
+def _name(index: int) -> str:
+    """Not a number, so that pandas reads it back as the same string."""
+    return f"prompt{index:05d}"
+
+
 def _geneval(path: Path) -> list[PromptEntry]:
     entries = []
     for number, line in enumerate(_lines(path), start=1):
@@ -89,7 +98,7 @@ def _geneval(path: Path) -> list[PromptEntry]:
         for key, kind in (("tag", str), ("include", list), ("exclude", list)):
             if key in meta and not isinstance(meta[key], kind):
                 raise UserError(f"{where}: {key!r} must be a {kind.__name__}")
-        entries.append(PromptEntry(f"{len(entries):05d}", prompt, meta))
+        entries.append(PromptEntry(_name(len(entries)), prompt, meta))
     return entries
 
 
@@ -98,7 +107,7 @@ def _text(path: Path) -> list[PromptEntry]:
     for number, line in enumerate(_lines(path), start=1):
         if not line.strip():
             raise UserError(f"{path}:{number}: empty prompt (every line is one prompt)")
-        entries.append(PromptEntry(f"{len(entries):05d}", line.strip(), {"prompt": line.strip()}))
+        entries.append(PromptEntry(_name(len(entries)), line.strip(), {"prompt": line.strip()}))
     return entries
 
 

@@ -10,7 +10,7 @@ of ``softcfg.metrics.t2i_backends.scenes`` (the only VQA that reads scenes), num
     its relation    "Is the DIGIT RELATION the DIGIT?"   relation - spatial both objects
 
 ``exclude`` clauses add nothing (the count question already asks for exactly N). Items are the prompts'
-export names (``00000``, ...), the names of the DPG grids ``softcfg export --layout dpg`` writes. The
+export names (``prompt00000``, ...), the names of the DPG grids ``softcfg export --layout dpg`` writes. The
 table has the official ``dpg_bench.csv`` columns, so ``softcfg dpg --custom-questions`` reads it.
 """
 
