@@ -277,6 +277,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         check_precision(self.model, self.method)
         self.sampling.batch_for(self.model)  # auto must have a default for the model
+        if self.method.top_p_rule is None:  # the family's upstream rule, written into RUN.yaml
+            rule = get_family(self.model.family).top_p_rule
+            object.__setattr__(self, "method", self.method.model_copy(update={"top_p_rule": rule}))
 
     def to_dict(self) -> dict[str, Any]:
         parts = {"model": self.model, "method": self.method, "sampling": self.sampling, "run": self.run}

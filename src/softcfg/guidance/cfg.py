@@ -19,26 +19,40 @@ def top_k_filter(logits: Tensor, k: int) -> Tensor:
     return logits.masked_fill(logits < kth, float("-inf"))
 
 
-def top_p_filter(logits: Tensor, p: float) -> Tensor:
-    """Keep the smallest most-probable set whose mass reaches p (nucleus); p >= 1 keeps all.
+TOP_P_RULES = ("ascending", "descending")
+"""How the nucleus is cut, each as its upstream computes it (they differ on ties and on the edge):
+``ascending``, VAR's and transformers' ``TopPLogitsWarper``: sort ascending, drop the tokens whose running
+mass is at most 1 - p, keep the largest; ``descending``, LlamaGen's: sort descending, drop a token when
+the mass ranked before it exceeds p. On [0, 0, 1, 2] with p = 0.9 both keep three tokens but a different
+zero; on [0, 0, -30] with p = 0.5 ascending keeps one zero, descending both."""
 
-    A token is dropped when the mass of the tokens ranked above it already reaches p, so the most
-    probable token always stays.
-    """
+
+def top_p_filter(logits: Tensor, p: float, rule: str = "ascending") -> Tensor:
+    """Keep the nucleus of mass p by ``rule`` (``TOP_P_RULES``); p >= 1 keeps all. The most probable
+    token always stays."""
     if p >= 1.0:
         return logits
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-    probs = torch.softmax(sorted_logits, dim=-1)
-    mass_above = torch.cumsum(probs, dim=-1) - probs
-    drop_sorted = mass_above >= p
-    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    if rule == "ascending":
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=False)
+        drop_sorted = sorted_logits.softmax(dim=-1).cumsum(dim=-1) <= (1 - p)
+        drop_sorted[..., -1:] = False
+    elif rule == "descending":
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        beyond = torch.cumsum(torch.softmax(sorted_logits, dim=-1), dim=-1) > p
+        drop_sorted = torch.zeros_like(beyond)
+        drop_sorted[..., 1:] = beyond[..., :-1]
+    else:
+        raise ValueError(f"top-p rule must be one of {TOP_P_RULES}, got {rule!r}")
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
 
 
-def sampling_logits(guided: Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0) -> Tensor:
+def sampling_logits(
+    guided: Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0, top_p_rule: str = "ascending"
+) -> Tensor:
     """Temperature first, then top-k, then top-p, as in LlamaGen's and VAR's samplers."""
     logits = guided / max(temperature, 1e-5)
-    return top_p_filter(top_k_filter(logits, top_k), top_p)
+    return top_p_filter(top_k_filter(logits, top_k), top_p, top_p_rule)
 
 
 def sample_tokens(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -15,7 +15,7 @@ the code that runs: parsing a config never loads torch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from softcfg.methods.guidance import CachePerturbation, Combination, Guidance, Refinement
 from softcfg.methods.ssg import SSG
@@ -38,6 +38,10 @@ class GuidanceMethod(Options):
     temperature: Float = Field(1.0, gt=0, description="divides the guided logits before sampling")
     top_k: int = Field(0, ge=0, description="keep the k most likely tokens; 0 = off")
     top_p: Float = Field(1.0, gt=0, le=1, description="nucleus mass; 1 = off")
+    top_p_rule: Literal["ascending", "descending"] | None = Field(
+        None,
+        description="how the nucleus is cut on ties (softcfg.guidance.cfg); default: the family's upstream",
+    )
     ssg: SSG | None = Field(None, description="scaled spatial guidance on top (next-scale models only)")
 
     uses_uncond: ClassVar[bool] = False

@@ -39,6 +39,7 @@ class Family:
     size); ``image_sizes[0]`` is the default where an entry names none."""
     presets: Mapping[str, Mapping[str, float | str]] = field(default_factory=dict)  # size[-px] -> options
     paper_name: str = ""  # how the papers' tables name the family (AliTok-XL is "AliTok" size XL)
+    top_p_rule: str = "ascending"  # its upstream sampler's nucleus cut (softcfg.guidance.cfg.TOP_P_RULES)
     paper_rows: Mapping[str, str] = field(default_factory=dict)  # preset key -> Table 1 "generator" column
     extractor: str = "inception"  # the feature extractor that scores its samples (softcfg.metrics)
     trainable: bool = False  # the workflow can train it itself (rule train_generator)
@@ -127,6 +128,7 @@ _BUILTIN = (
         "llamagen",
         "softcfg.models.loading:load_llamagen",
         paper_name="LlamaGen",
+        top_p_rule="descending",  # autoregressive/models/generate.py's top_k_top_p_filtering
         sizes=("B", "L", "XL", "XXL", "3B"),
         image_sizes=(256, 384),
         presets={

@@ -64,7 +64,10 @@ def sampler(method: GuidanceMethod, generator: torch.Generator | None) -> TokenC
 
     def choose(step: int, guided: Tensor) -> Tensor:
         return sample_tokens(
-            sampling_logits(guided, method.temperature, method.top_k, method.top_p), generator
+            sampling_logits(
+                guided, method.temperature, method.top_k, method.top_p, method.top_p_rule or "ascending"
+            ),
+            generator,
         )
 
     return choose
