@@ -69,6 +69,31 @@ def test_unconditional_rows_follow_deepseeks_rule(model: JanusPro) -> None:
     assert torch.equal(uncond.ids, expected) and torch.equal(uncond.mask, prompt.mask)
 
 
+def test_unconditional_rows_pad_by_position_not_by_token(model: JanusPro) -> None:
+    """A prompt whose text holds <begin_of_image>: DeepSeek's rule pads it in the unconditional row (only
+    the first and the last position are kept); a rule by token id would keep it. Rows are left-padded:
+    a row's first position is its first real token."""
+    prompts = model.prompts(("a <begin_of_image> cat", "dog"))
+    assert (prompts.ids == BOI).sum(1).tolist() == [2, 1]  # the text's tag and the image start
+    uncond = model.unconditional(prompts)
+    for row, ids, mask in zip(uncond.ids, prompts.ids, prompts.mask, strict=True):
+        real = ids[mask].tolist()
+        expected = [real[0]] + [PAD] * (len(real) - 2) + [real[-1]]  # tokens[1:-1] = pad, per prompt
+        assert row[mask].tolist() == expected and row[~mask].eq(PAD).all()
+    assert (uncond.ids == BOI).sum(1).tolist() == [1, 1]
+
+
+def test_a_folder_that_pads_on_the_right_is_refused(folder: Path, tmp_path: Path) -> None:
+    right = tmp_path / "right"
+    shutil.copytree(folder, right)
+    config = json.loads((right / "tokenizer_config.json").read_text())
+    (right / "tokenizer_config.json").write_text(json.dumps({**config, "padding_side": "right"}))
+    model = load_model(parse_model({"family": "janus", "checkpoint": str(right)}))
+    with pytest.raises(UserError, match=r"'dog' does not end in <begin_of_image> .*padding_side"):
+        model.prompts(TEXTS)
+    assert model.prompts(TEXTS[:1]).ids[0, -1] == BOI  # one prompt needs no padding
+
+
 def test_bad_folders_name_the_folder(folder: Path, tmp_path: Path) -> None:
     def load(path: Path, **extra) -> None:
         load_model(parse_model({"family": "janus", "checkpoint": str(path), **extra}, check_files=False))

@@ -3,7 +3,8 @@
 Facts from transformers' Janus image generation (``generate(generation_mode="image")``) and DeepSeek's
 ``generation_inference.py``: the prompt is the chat template's user turn plus the begin-of-image token
 (the processor's ``generation_mode="image"``), left-padded; an unconditional row is its prompt with every
-token but BOS and begin-of-image replaced by the pad token, keeping the prompt's attention mask; image
+position but its first and its last replaced by the pad token (``tokens[i, 1:-1] = pad_id``, so a prompt
+whose text holds ``<begin_of_image>`` keeps it only at the end), keeping the prompt's attention mask; image
 tokens enter through ``generation_embeddings`` + ``generation_aligner`` and are predicted by
 ``generation_head`` from the language model's last hidden state; the VQ decoder's output x maps to pixels
 as clip((x + 1) / 2 * 255), cast to uint8 by truncation.
@@ -85,13 +86,24 @@ class JanusPro(ARModel):
             for text in texts
         ]
         encoded = self.processor(text=chats, generation_mode="image", padding=True, return_tensors="pt")
-        return Prompts(encoded["input_ids"].long(), encoded["attention_mask"].bool(), tuple(texts))
+        ids = encoded["input_ids"].long()
+        if not (ids[:, -1] == self.boi_id).all():
+            row = int((ids[:, -1] != self.boi_id).nonzero()[0])
+            raise UserError(
+                f"Janus-Pro prompt {texts[row]!r} does not end in <begin_of_image> after padding: the "
+                "folder's tokenizer pads on the right (tokenizer_config.json padding_side); image generation "
+                "needs left padding, so that every row predicts its first image token from its last slot"
+            )
+        return Prompts(ids, encoded["attention_mask"].bool(), tuple(texts))
 
     def unconditional(self, conditions: Conditions) -> Prompts:
-        """Every prompt token but BOS and begin-of-image replaced by the pad token, same mask."""
+        """Every position of a (left-padded) prompt but its first real token and its last replaced by the
+        pad token, same mask: DeepSeek's rule by position, whatever the tokens are."""
         if not isinstance(conditions, Prompts):
             raise TypeError(f"Janus-Pro is conditioned on text prompts, got {type(conditions).__name__}")
-        keep = (conditions.ids == self.bos_id) | (conditions.ids == self.boi_id)
+        first = conditions.mask.int().argmax(dim=1, keepdim=True)  # the first unmasked position of each row
+        position = torch.arange(conditions.ids.shape[1], device=conditions.ids.device)[None]
+        keep = (position == first) | (position == conditions.ids.shape[1] - 1)
         return Prompts(
             conditions.ids.masked_fill(~keep, self.pad_id), conditions.mask, ("",) * len(conditions)
         )
