@@ -258,6 +258,52 @@ def tiny_vq16(seed: int = 0) -> VQ16Decoder:
     return VQ16Decoder(channels=32, z_channels=32).eval()
 
 
+def upstream_vq16(decoder: VQ16Decoder, tokens: torch.Tensor) -> torch.Tensor:
+    """tokenizer/tokenizer_image/vq_model.py's decode_code, op for op: the L2-normalised codebook entries
+    reshaped channel-last, permuted and made contiguous, post_quant_conv, then the decoder with
+    ``nonlinearity`` = x sigmoid(x) and bmm attention scaled after q k^T."""
+    F = torch.nn.functional
+
+    def swish(x):
+        return x * torch.sigmoid(x)
+
+    def res(block, x):
+        h = block.conv2(swish(block.norm2(block.conv1(swish(block.norm1(x))))))
+        return (block.nin_shortcut(x) if hasattr(block, "nin_shortcut") else x) + h
+
+    def attn(block, x):
+        y = block.norm(x)
+        q, k, v = block.q(y), block.k(y), block.v(y)
+        b, c, h, w = q.shape
+        w_ = torch.bmm(q.reshape(b, c, h * w).permute(0, 2, 1), k.reshape(b, c, h * w))
+        w_ = F.softmax(w_ * (int(c) ** (-0.5)), dim=2)
+        h_ = torch.bmm(v.reshape(b, c, h * w), w_.permute(0, 2, 1)).reshape(b, c, h, w)
+        return x + block.proj_out(h_)
+
+    n, length = tokens.shape
+    side = int(length**0.5)
+    z_q = F.normalize(decoder.quantize.embedding.weight, p=2, dim=-1)[tokens]
+    z_q = z_q.reshape(n, side, side, -1).permute(0, 3, 1, 2).contiguous()
+    d = decoder.decoder
+    h = d.conv_in(decoder.post_quant_conv(z_q))
+    h = res(d.mid[2], attn(d.mid[1], res(d.mid[0], h)))
+    for i, level in enumerate(d.conv_blocks):
+        for j, block in enumerate(level.res):
+            h = res(block, h)
+            if len(level.attn):
+                h = attn(level.attn[j], h)
+        if i != len(d.conv_blocks) - 1:
+            h = level.upsample.conv(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+    return d.conv_out(swish(d.norm_out(h)))
+
+
+@torch.no_grad()
+def test_vq16_decoder_equals_upstreams_operation_order_bit_for_bit():
+    decoder = tiny_vq16()
+    tokens = torch.randint(0, 16384, (2, 16), generator=torch.Generator().manual_seed(2))
+    assert torch.equal(decoder(tokens), upstream_vq16(decoder, tokens))
+
+
 def test_vq16_decoder_loads_a_full_tokenizer_file_and_decodes_uint8(tmp_path):
     decoder = tiny_vq16()
     assert {k: tuple(v.shape) for k, v in decoder.state_dict().items()} == vq16_keys(32, 32)

@@ -283,13 +283,54 @@ def test_fhat_accumulation_and_next_inputs():
     torch.testing.assert_close(quantize.tokens_to_fhat(tokens), fhats[-1], rtol=1e-5, atol=1e-5)
 
 
-def test_attention_block_is_upstreams_bmm_form():
+def upstream_attention(block: AttnBlock, x: torch.Tensor) -> torch.Tensor:
+    """models/basic_vae.py's AttnBlock.forward, op for op (contiguous copies, bmm, mul_ by C^-1/2)."""
+    n, c, h, w = x.shape
+    q, k, v = block.qkv(block.norm(x)).reshape(n, 3, c, h, w).unbind(1)
+    q = q.view(n, c, h * w).contiguous().permute(0, 2, 1).contiguous()
+    weights = torch.nn.functional.softmax(torch.bmm(q, k.view(n, c, h * w).contiguous()).mul_(c**-0.5), dim=2)
+    out = torch.bmm(v.view(n, c, h * w).contiguous(), weights.permute(0, 2, 1).contiguous())
+    return x + block.proj_out(out.view(n, c, h, w).contiguous())
+
+
+def upstream_decoder(decoder, z: torch.Tensor) -> torch.Tensor:
+    """basic_vae.py's Decoder.forward with its ResnetBlock (F.silu) and Upsample2x, written out."""
+    silu = torch.nn.functional.silu
+
+    def res(block, x):
+        h = block.conv2(silu(block.norm2(block.conv1(silu(block.norm1(x))))))
+        return (block.nin_shortcut(x) if hasattr(block, "nin_shortcut") else x) + h
+
+    h = res(
+        decoder.mid.block_2,
+        upstream_attention(decoder.mid.attn_1, res(decoder.mid.block_1, decoder.conv_in(z))),
+    )
+    for i in reversed(range(len(decoder.up))):
+        level = decoder.up[i]
+        for j, block in enumerate(level.block):
+            h = res(block, h)
+            if len(level.attn):
+                h = upstream_attention(level.attn[j], h)
+        if i != 0:
+            h = level.upsample.conv(torch.nn.functional.interpolate(h, scale_factor=2, mode="nearest"))
+    return decoder.conv_out(silu(decoder.norm_out(h)))
+
+
+@torch.no_grad()
+def test_attention_block_is_upstreams_bmm_form_bit_for_bit():
     torch.manual_seed(0)
     block, x = AttnBlock(32), torch.randn(2, 32, 3, 5)
-    q, k, v = block.qkv(block.norm(x)).reshape(2, 3, 32, 15).unbind(1)
-    w = torch.softmax(torch.bmm(q.transpose(1, 2), k) * 32**-0.5, dim=2)  # [B, HW_q, HW_k]
-    expected = x + block.proj_out(torch.bmm(v, w.transpose(1, 2)).view(2, 32, 3, 5))
-    torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(block(x), upstream_attention(block, x))
+
+
+@torch.no_grad()
+def test_the_decoder_equals_upstreams_operation_order_bit_for_bit():
+    vae = random_var().tokenizer
+    f_hat = torch.randn(3, TINY_VAE.z_channels, 4, 4, generator=torch.Generator().manual_seed(1))
+    z = vae.post_quant_conv(f_hat)
+    assert torch.equal(vae.decoder(z), upstream_decoder(vae.decoder, z))
+    upstream = (upstream_decoder(vae.decoder, z).clamp_(-1, 1).add_(1).mul_(0.5) * 255).to(torch.uint8)
+    assert torch.equal(vae.fhat_to_images(f_hat).mul(255).to(torch.uint8), upstream)
 
 
 def test_decode_images_shape_dtype_and_conversion():

@@ -12,8 +12,10 @@ an attention block after every residual block of the lowest level, nearest-neigh
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -28,9 +30,18 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(32, channels, eps=1e-6)
 
 
+def swish(x: Tensor) -> Tensor:
+    """x sigmoid(x) as upstream writes it (``F.silu`` rounds differently)."""
+    return x * torch.sigmoid(x)
+
+
 class ResnetBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int) -> None:
+    """GroupNorm, activation, conv, twice, plus the (1x1-projected) input; the activation as the upstream
+    writes it (LlamaGen: x sigmoid(x); VAR: ``F.silu``), since the two round differently."""
+
+    def __init__(self, c_in: int, c_out: int, activation: Callable[[Tensor], Tensor] = swish) -> None:
         super().__init__()
+        self.activation = activation
         self.norm1 = group_norm(c_in)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.norm2 = group_norm(c_out)
@@ -39,13 +50,14 @@ class ResnetBlock(nn.Module):
             self.nin_shortcut = nn.Conv2d(c_in, c_out, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv1(self.activation(self.norm1(x)))
+        h = self.conv2(self.activation(self.norm2(h)))
         return (self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x) + h
 
 
 class AttnBlock(nn.Module):
-    """Single-head attention over the pixels of a feature map (1x1 conv projections), plus the input."""
+    """Single-head attention over the pixels of a feature map (1x1 conv projections), plus the input, in
+    upstream's order: q k^T by bmm, times c^-1/2, softmax, then v by bmm (SDPA rounds differently)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -58,10 +70,9 @@ class AttnBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape
         y = self.norm(x)
-        q, k, v = (
-            conv(y).flatten(2).transpose(1, 2)[:, None] for conv in (self.q, self.k, self.v)
-        )  # [N,1,HW,C]
-        out = F.scaled_dot_product_attention(q, k, v)[:, 0].transpose(1, 2).reshape(n, c, h, w)
+        q = self.q(y).reshape(n, c, h * w).permute(0, 2, 1)  # [N, HW, C]
+        weights = F.softmax(torch.bmm(q, self.k(y).reshape(n, c, h * w)) * (int(c) ** (-0.5)), dim=2)
+        out = torch.bmm(self.v(y).reshape(n, c, h * w), weights.permute(0, 2, 1)).reshape(n, c, h, w)
         return x + self.proj_out(out)
 
 
@@ -113,14 +124,14 @@ class VQ16Decoder(nn.Module):
         n, length = tokens.shape
         side = math.isqrt(length)
         codes = F.normalize(self.quantize.embedding.weight, p=2, dim=-1)[tokens]  # [N, h*w, e]
-        x = self.post_quant_conv(codes.view(n, side, side, -1).permute(0, 3, 1, 2))
+        x = self.post_quant_conv(codes.reshape(n, side, side, -1).permute(0, 3, 1, 2).contiguous())
         d = self.decoder
         x = d.conv_in(x)
         for block in d.mid:
             x = block(x)
         for level in d.conv_blocks:
             x = level(x)
-        return d.conv_out(F.silu(d.norm_out(x)))
+        return d.conv_out(swish(d.norm_out(x)))
 
 
 READ_PAST = ("encoder.", "quant_conv.", "quantize.codebook_used")  # the encoder side and usage statistics

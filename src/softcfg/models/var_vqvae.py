@@ -50,7 +50,8 @@ def phi_index(scale: int, num_scales: int) -> int:
 
 
 class AttnBlock(nn.Module):
-    """Single-head attention over the pixels of a feature map; q, k, v from one 1x1 conv ``qkv``."""
+    """Single-head attention over the pixels of a feature map; q, k, v from one 1x1 conv ``qkv``; in
+    upstream's order: q k^T by bmm, times C^-1/2, softmax, then v by bmm (SDPA rounds differently)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -60,22 +61,24 @@ class AttnBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).view(n, 3, c, h * w).transpose(2, 3)[:, :, None].unbind(1)
-        out = F.scaled_dot_product_attention(q, k, v)[:, 0]  # [N, HW, C], scale C^-1/2 as upstream
-        return x + self.proj_out(out.transpose(1, 2).reshape(n, c, h, w))
+        q, k, v = self.qkv(self.norm(x)).reshape(n, 3, c, h, w).unbind(1)
+        q = q.reshape(n, c, h * w).permute(0, 2, 1).contiguous()  # [N, HW, C]
+        weights = F.softmax(torch.bmm(q, k.reshape(n, c, h * w).contiguous()) * (int(c) ** (-0.5)), dim=2)
+        out = torch.bmm(v.reshape(n, c, h * w).contiguous(), weights.permute(0, 2, 1).contiguous())
+        return x + self.proj_out(out.view(n, c, h, w))
 
 
 def _mid(channels: int) -> nn.Module:
     mid = nn.Module()
-    mid.block_1 = ResnetBlock(channels, channels)
+    mid.block_1 = ResnetBlock(channels, channels, F.silu)
     mid.attn_1 = AttnBlock(channels)
-    mid.block_2 = ResnetBlock(channels, channels)
+    mid.block_2 = ResnetBlock(channels, channels, F.silu)
     return mid
 
 
 def _level(c_in: int, c_out: int, blocks: int, attention: bool) -> nn.Module:
     level = nn.Module()
-    level.block = nn.ModuleList(ResnetBlock(c_in if j == 0 else c_out, c_out) for j in range(blocks))
+    level.block = nn.ModuleList(ResnetBlock(c_in if j == 0 else c_out, c_out, F.silu) for j in range(blocks))
     level.attn = nn.ModuleList(AttnBlock(c_out) for _ in range(blocks if attention else 0))
     return level
 
