@@ -3,6 +3,8 @@ trained model's class-faithful samples."""
 
 import json
 import math
+import re
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -117,6 +119,20 @@ def heldout_loss(model: DigitsScales, tokens: torch.Tensor, labels: torch.Tensor
     with torch.no_grad():
         logits = model.eval()(ClassLabels(labels), tokens)
     return F.cross_entropy(logits.reshape(-1, 17), tokens.reshape(-1)).item()
+
+
+def test_a_checkpoint_with_nan_weights_or_a_non_tensor_value_is_refused_by_name(tmp_path):
+    model = random_model()
+    state = model.state_dict()
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    for value, message in (
+        (state[key].clone().fill_(float("nan")), "holds NaN or infinite"),
+        ([1, 2], "a list"),
+    ):
+        path = tmp_path / "bad.pt"
+        torch.save({"config": asdict(model.digits_config), "state_dict": {**state, key: value}}, path)
+        with pytest.raises(UserError, match=rf"bad\.pt: {re.escape(key)} (is )?{message}"):
+            get_family("digits_scales").load(ModelEntry(family="digits_scales", checkpoint=str(path)))
 
 
 def test_a_few_training_steps_lower_the_loss():

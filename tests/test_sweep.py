@@ -110,6 +110,16 @@ def _bad(path: str, value):
             "config.sampling.shards_per_job: expected a positive integer or 'all'",
         ),
         ("sampling.shards_per_job", "half", "config.sampling.shards_per_job: expected a positive integer or"),
+        ("grid.gamma", [float("inf")], "config.grid.gamma[0]: Input should be a finite number"),
+        ("methods.cfg.temperature", float("inf"), "methods.cfg.temperature: Input should be a finite number"),
+        (
+            "methods.cfg.top_p",
+            float("nan"),
+            "methods.cfg.top_p: Input should be less than or equal to 1, got nan",
+        ),
+        ("seeds", [2**70], "config.seeds[0]: Input should be less than or equal to 9223372036854775807"),
+        ("models.digits.device", "tpu", "config.models.digits.device: String should match pattern"),
+        ("models.digits.device", "cuda:banana", "config.models.digits.device: String should match pattern"),
     ],
 )
 def test_bad_configs_name_the_key(path, value, message):

@@ -28,6 +28,7 @@ from softcfg.options import (
     Float,
     NonNegativeFloat,
     Options,
+    Seed,
     UserError,
     read_yaml,
     validate,
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
     from softcfg.data.prompts import PromptSet
 
 
+DEVICE_PATTERN = r"^(cpu|cuda(:[0-9]+)?|mps)$"  # torch device strings a model runs on
+
+
 class ModelEntry(Options):
     """Which generator to load: ``family`` names an adapter, ``checkpoint`` its weights."""
 
@@ -45,7 +49,9 @@ class ModelEntry(Options):
     checkpoint: str = Field(description="the generator's weights file")
     size: str | None = Field(None, description="the family's upstream size, e.g. alitok B / L / XL")
     tokenizer: str | None = Field(None, description="the image decoder's checkpoint")
-    device: str = Field("cpu", description="cpu or cuda (the GPU SLURM assigned)")
+    device: str = Field(
+        "cpu", pattern=DEVICE_PATTERN, description="cpu, cuda (the GPU SLURM assigned), cuda:N"
+    )
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
     dim: PositiveInt | None = Field(None, description="width, overriding the size's")
     depth: PositiveInt | None = Field(None, description="depth, overriding the size's")
@@ -254,7 +260,7 @@ class ShardSizes(Options):
 class SamplingEntry(ShardSizes):
     """Sampling is deterministic from (seed, shard index, shard size, batch size)."""
 
-    seed: NonNegativeInt = 0
+    seed: Seed = 0
 
 
 class RunInfo(Options):
@@ -348,7 +354,7 @@ class SweepModelEntry(ModelEntry):
 
     checkpoint: str | None = Field(None, description="weights file (not for trained models)")
     train: bool = Field(False, description="train this model in the workflow (trainable families)")
-    train_seed: NonNegativeInt = Field(0, description="seed of that training")
+    train_seed: Seed = Field(0, description="seed of that training")
 
     @model_validator(mode="after")
     def _trained_or_given(self) -> SweepModelEntry:
@@ -400,7 +406,7 @@ class BootstrapEntry(Options):
 
     resamples: NonNegativeInt = Field(200, description="bootstrap draws per run; 0: no intervals")
     level: Float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals")
-    seed: NonNegativeInt = Field(0, description="seed of the draws (the same draws for every run)")
+    seed: Seed = Field(0, description="seed of the draws (the same draws for every run)")
     blocks: int = Field(
         50,
         ge=2,
@@ -527,7 +533,7 @@ class WorkflowConfig(Options):
         min_length=1, description="name -> method entry; lists of swept options replace the grid"
     )
     grid: Grid
-    seeds: list[NonNegativeInt] = Field([0], min_length=1)
+    seeds: list[Seed] = Field([0], min_length=1)
     sampling: SweepSampling = SweepSampling()
     metrics: MetricsEntry = MetricsEntry()
     tables: list[Literal[TABLES]] = Field(default_factory=lambda: list(TABLES))  # type: ignore[valid-type]

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import yaml
-from annotated_types import Ge
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
+from annotated_types import Ge, Le
+from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
 
 
 class UserError(ValueError):
@@ -36,10 +36,13 @@ def _yaml12_number(value: Any) -> Any:
     return value
 
 
-Float = Annotated[float, BeforeValidator(_yaml12_number), Strict()]
-"""A float as users write it in YAML (``1e-5`` included); integers are widened, booleans refused."""
-NonNegativeFloat = Annotated[float, Ge(0), BeforeValidator(_yaml12_number), Strict()]
+Float = Annotated[float, BeforeValidator(_yaml12_number), Strict(), AllowInfNan(False)]
+"""A finite float as users write it in YAML (``1e-5`` included); integers are widened, booleans, .inf
+and .nan refused."""
+NonNegativeFloat = Annotated[float, Ge(0), BeforeValidator(_yaml12_number), Strict(), AllowInfNan(False)]
 """``Float`` >= 0, for list items (a constraint after the validator would not reach the schema)."""
+Seed = Annotated[int, Ge(0), Le(2**63 - 1), Strict()]
+"""A seed every stage can store: torch's generators and the Parquet tables' int64 columns."""
 
 
 class Options(BaseModel):

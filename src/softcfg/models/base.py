@@ -174,8 +174,16 @@ def resize_images(images: Tensor, size: int) -> Tensor:
 def load_state_dict_strict(
     model: nn.Module, state: dict[str, Tensor], source: str | Path, assign: bool = False
 ) -> None:
-    """Load ``state`` strictly, naming the first missing, unexpected or mis-shaped keys on failure;
-    ``assign``: the model takes the tensors themselves (a model built on the meta device)."""
+    """Load ``state`` strictly, naming the first missing, unexpected or mis-shaped keys on failure, and
+    the first value that is not a tensor or holds NaN or infinity (a run on it would sample garbage and
+    still be scored); ``assign``: the model takes the tensors themselves (a model built on the meta
+    device)."""
+    for key in sorted(state):
+        value = state[key]
+        if not isinstance(value, Tensor):
+            raise UserError(f"checkpoint {source}: {key} is a {type(value).__name__}, not a tensor")
+        if value.is_floating_point() and value.device.type != "meta" and not torch.isfinite(value).all():
+            raise UserError(f"checkpoint {source}: {key} holds NaN or infinite values")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
