@@ -5,7 +5,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+if not workflow.overwrite_configfiles:  # `--configfile other.yaml` replaces config.yaml, never merges into it
+
+    configfile: "config.yaml"
 
 
 report: "workflow/report/workflow.rst"

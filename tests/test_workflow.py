@@ -175,6 +175,22 @@ def test_bad_config_is_refused_by_the_sweep_loader(tmp_path, sweep_checkpoint, e
     assert not (tmp_path / "results").exists()
 
 
+def test_a_configfile_replaces_config_yaml_instead_of_merging_into_it(tmp_path, sweep_checkpoint):
+    """``snakemake --configfile other.yaml`` plans other.yaml's runs only, none of config.yaml's."""
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(small_config(sweep_checkpoint)))
+    other = small_config(sweep_checkpoint)
+    other["methods"] = {"none": {"name": "none"}, "cfg": {"name": "cfg"}}
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    for args, runs in (
+        ((), {f"tiny-{m}-g2-k1-s0" for m in ("cfg", "softcfg", "softcfg_stepnorm", "softcfg_stepnorm_kv")}),
+        (("--configfile", str(tmp_path / "other.yaml")), {"tiny-cfg-g2-k1-s0"}),
+    ):
+        proc = snakemake(tmp_path, "--dry-run", *args)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        planned = set(re.findall(r"^    wildcards: run=([^,\s]+)$", proc.stdout + proc.stderr, re.MULTILINE))
+        assert planned == runs | {"tiny-none-s0"}
+
+
 def test_bad_config_is_refused_at_dag_construction(tmp_path, sweep_checkpoint):
     """The Snakemake error path: the loader's message, before any job or results folder."""
     edit, message = BAD_CONFIGS[0]
