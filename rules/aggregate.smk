@@ -24,6 +24,6 @@ rule aggregate:
     conda:
         "../envs/report.yaml"
     shell:
-        "softcfg aggregate --results {params.results} --metrics-out {output.metrics}"
-        " --steps-out {output.steps} --confidence-out {output.confidence} --timing-out {output.timing}"
-        " {params.runs} > {log} 2>&1"
+        "softcfg aggregate --results {params.results:q} --metrics-out {output.metrics:q}"
+        " --steps-out {output.steps:q} --confidence-out {output.confidence:q} --timing-out {output.timing:q}"
+        " {params.runs} > {log:q} 2>&1"

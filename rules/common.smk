@@ -3,6 +3,7 @@
 # offending key before any job is planned. Nothing here imports torch.
 import json
 import math
+import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError

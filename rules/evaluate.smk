@@ -14,7 +14,7 @@ rule reference_images:
     conda:
         "../envs/evaluate.yaml"
     shell:
-        "softcfg reference --out {output.npz} > {log} 2>&1"
+        "softcfg reference --out {output.npz:q} > {log:q} 2>&1"
 
 
 rule reference_features:
@@ -34,8 +34,8 @@ rule reference_features:
     conda:
         "../envs/evaluate.yaml"
     shell:
-        "softcfg features --classifier {input.classifier} --out {output} --threads {threads}"
-        " {input.images} > {log} 2>&1"
+        "softcfg features --classifier {input.classifier:q} --out {output:q} --threads {threads}"
+        " {input.images:q} > {log:q} 2>&1"
 
 
 rule features:
@@ -54,8 +54,8 @@ rule features:
     conda:
         "../envs/evaluate.yaml"
     shell:
-        "softcfg features --classifier {input.classifier} --out {output} --threads {threads}"
-        " {input.shards} > {log} 2>&1"
+        "softcfg features --classifier {input.classifier:q} --out {output:q} --threads {threads}"
+        " {input.shards:q} > {log:q} 2>&1"
 
 
 rule inception_weights:
@@ -67,13 +67,13 @@ rule inception_weights:
     log:
         layout.log(RESULTS, "inception", "weights"),
     params:
-        source=f"--source {SWEEP.inception_weights}" if SWEEP.inception_weights else "",
+        source=f"--source {shlex.quote(str(SWEEP.inception_weights))}" if SWEEP.inception_weights else "",
         head="--require-head" if "is" in SWEEP.metrics else "",
     localrule: True
     conda:
         "../envs/evaluate.yaml"
     shell:
-        "softcfg inception-weights {params.source} {params.head} --out {output.weights} > {log} 2>&1"
+        "softcfg inception-weights {params.source} {params.head} --out {output.weights:q} > {log:q} 2>&1"
 
 
 rule inception_reference:
@@ -94,8 +94,8 @@ rule inception_reference:
     conda:
         "../envs/evaluate.yaml"
     shell:
-        "softcfg inception-reference --weights {input.weights} --reference {input.reference}"
-        " --out {output} {params.extraction} --threads {threads} > {log} 2>&1"
+        "softcfg inception-reference --weights {input.weights:q} --reference {input.reference:q}"
+        " --out {output:q} {params.extraction} --threads {threads} > {log:q} 2>&1"
 
 
 rule inception_features:
@@ -117,8 +117,8 @@ rule inception_features:
     conda:
         "../envs/evaluate.yaml"
     shell:
-        "softcfg inception-features --weights {input.weights} --shards {input.group} --out {output}"
-        " --image-size {params.size} {params.extraction} --threads {threads} > {log} 2>&1"
+        "softcfg inception-features --weights {input.weights:q} --shards {input.group:q} --out {output:q}"
+        " --image-size {params.size} {params.extraction} --threads {threads} > {log:q} 2>&1"
 
 
 rule metrics:
@@ -145,6 +145,6 @@ rule metrics:
     conda:
         "../envs/evaluate.yaml"
     shell:
-        "softcfg metrics --config {input.config} --samples {input.samples} --reference {input.reference}"
+        "softcfg metrics --config {input.config:q} --samples {input.samples:q} --reference {input.reference:q}"
         " --names {params.names} --kid-subset-size {params.kid} {params.pr} {params.bootstrap}"
-        " --out {output} > {log} 2>&1"
+        " --out {output:q} > {log:q} 2>&1"

@@ -26,8 +26,8 @@ rule tables:
     conda:
         "../envs/report.yaml"
     shell:
-        "softcfg tables --metrics {input} --gamma {params.gamma} --k {params.k}"
-        " --out-dir {params.out_dir} {params.names} > {log} 2>&1"
+        "softcfg tables --metrics {input:q} --gamma {params.gamma} --k {params.k}"
+        " --out-dir {params.out_dir:q} {params.names} > {log:q} 2>&1"
 
 
 rule figures:
@@ -56,10 +56,10 @@ rule figures:
         k=FOCUS_K,
         out_dir=RESULTS / "figures",
         grid=" ".join(
-            f"{model}/{method}={layout.shard(RESULTS, run, 0)}"
+            shlex.quote(f"{model}/{method}={layout.shard(RESULTS, run, 0)}")
             for (model, method), run in focus_runs(SCORED).items()
         ),
-        prompts=" ".join(prompt_shards()),
+        prompts=" ".join(map(shlex.quote, prompt_shards())),
         chosen=(
             "--prompts " + " ".join(map(str, SWEEP.config.figure_options.prompt_samples.prompts))
             if SWEEP.config.figure_options.prompt_samples.prompts
@@ -69,9 +69,9 @@ rule figures:
     conda:
         "../envs/report.yaml"
     shell:
-        "softcfg figures --metrics {input.metrics} --steps {input.steps} --timing {input.timing}"
-        " --confidence {input.confidence}"
+        "softcfg figures --metrics {input.metrics:q} --steps {input.steps:q} --timing {input.timing:q}"
+        " --confidence {input.confidence:q}"
         " --gamma {params.gamma}"
-        " --k {params.k} --out-dir {params.out_dir} --sample-shards {params.grid}"
+        " --k {params.k} --out-dir {params.out_dir:q} --sample-shards {params.grid}"
         " --prompt-shards {params.prompts} {params.chosen} -- {params.names}"
-        " > {log} 2>&1"
+        " > {log:q} 2>&1"

@@ -19,7 +19,7 @@ rule run_config:
     conda:
         "../envs/sample.yaml"
     shell:
-        "softcfg run-config --json {params.json:q} --out {output} > {log} 2>&1"
+        "softcfg run-config --json {params.json:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule sample:
@@ -37,8 +37,8 @@ rule sample:
     conda:
         "../envs/sample.yaml"
     shell:
-        "softcfg sample --config {input} --shards {wildcards.first}-{wildcards.last} --out {output}"
-        " --threads {threads} --no-progress > {log} 2>&1"
+        "softcfg sample --config {input:q} --shards {wildcards.first}-{wildcards.last} --out {output:q}"
+        " --threads {threads} --no-progress > {log:q} 2>&1"
 
 
 rule summarize_shards:
@@ -52,7 +52,7 @@ rule summarize_shards:
     conda:
         "../envs/report.yaml"
     shell:
-        "softcfg summarize --out {output} {input} > {log} 2>&1"
+        "softcfg summarize --out {output:q} {input:q} > {log:q} 2>&1"
 
 
 rule export_images:
@@ -66,4 +66,4 @@ rule export_images:
     conda:
         "../envs/report.yaml"
     shell:
-        "softcfg export --layout {wildcards.layout} --out {output} {input} > {log} 2>&1"
+        "softcfg export --layout {wildcards.layout} --out {output:q} {input:q} > {log:q} 2>&1"

@@ -18,7 +18,7 @@ rule dpg_questions:
     conda:
         "../envs/evaluate.yaml"
     shell:
-        "softcfg dpg-questions {input} --out {output} > {log} 2>&1"
+        "softcfg dpg-questions {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule geneval_scores:
@@ -44,9 +44,9 @@ rule geneval_scores:
     conda:
         "../envs/evaluate.yaml"
     shell:
-        "softcfg geneval {params.folder} --backend {params.backend} {params.options}"
-        " --prompts {params.prompts} --images-per-prompt {params.per_prompt} --threads {threads}"
-        " --out {output} > {log} 2>&1"
+        "softcfg geneval {params.folder:q} --backend {params.backend} {params.options}"
+        " --prompts {params.prompts:q} --images-per-prompt {params.per_prompt} --threads {threads}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule dpg_scores:
@@ -73,8 +73,8 @@ rule dpg_scores:
     conda:
         "../envs/evaluate.yaml"
     shell:
-        "softcfg dpg {params.folder} --questions {input.questions} {params.custom} --mode {params.mode}"
-        " --backend {params.backend} {params.options} --threads {threads} --out {output} > {log} 2>&1"
+        "softcfg dpg {params.folder:q} --questions {input.questions:q} {params.custom} --mode {params.mode}"
+        " --backend {params.backend} {params.options} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule t2i_metrics:
@@ -91,4 +91,4 @@ rule t2i_metrics:
     conda:
         "../envs/report.yaml"
     shell:
-        "softcfg t2i-record --config {input.config} --rows {input.rows} --out {output} > {log} 2>&1"
+        "softcfg t2i-record --config {input.config:q} --rows {input.rows:q} --out {output:q} > {log:q} 2>&1"

@@ -17,8 +17,8 @@ rule train_generator:
     conda:
         "../envs/train.yaml"
     shell:
-        "softcfg train --generator {output} --family {params.family} --seed {params.seed} "
-        "--threads {threads} > {log} 2>&1"
+        "softcfg train --generator {output:q} --family {params.family} --seed {params.seed} "
+        "--threads {threads} > {log:q} 2>&1"
 
 
 rule train_classifier:
@@ -34,4 +34,4 @@ rule train_classifier:
     conda:
         "../envs/train.yaml"
     shell:
-        "softcfg train --classifier {output} --seed 0 --threads {threads} > {log} 2>&1"
+        "softcfg train --classifier {output:q} --seed 0 --threads {threads} > {log:q} 2>&1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -189,6 +190,21 @@ def test_a_configfile_replaces_config_yaml_instead_of_merging_into_it(tmp_path, 
         assert proc.returncode == 0, proc.stderr[-3000:]
         planned = set(re.findall(r"^    wildcards: run=([^,\s]+)$", proc.stdout + proc.stderr, re.MULTILINE))
         assert planned == runs | {"tiny-none-s0"}
+
+
+def test_a_results_folder_with_spaces_and_quotes_stays_one_word_in_every_command(tmp_path, sweep_checkpoint):
+    """Every path reaches the rules' command lines quoted: the shell sees each as one argument."""
+    config = small_config(sweep_checkpoint)
+    config["results"] = "my results/it's here"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "--dry-run", "--printshellcmds")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    commands = re.findall(r"^Shell command: (softcfg .*)$", proc.stdout + proc.stderr, re.MULTILINE)
+    assert len(commands) > 20
+    for command in commands:
+        words = shlex.split(command)  # a broken quote would raise, an unquoted path split into pieces
+        assert any("my results/it's here" in w for w in words), command
+        assert not any(w == "my" or w.startswith(("results/it", "here")) for w in words), command
 
 
 def test_bad_config_is_refused_at_dag_construction(tmp_path, sweep_checkpoint):

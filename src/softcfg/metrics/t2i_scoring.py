@@ -13,6 +13,7 @@ Everything is checked when the config is read (``ConfigError`` naming the key); 
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,8 @@ class Scoring:
     mode: str = "compatible"
 
     def option_args(self) -> str:
-        return " ".join(f"--option {key}={value}" for key, value in self.options)
+        """``--option key=value`` words of a command line, each quoted for the shell."""
+        return " ".join(f"--option {shlex.quote(f'{key}={value}')}" for key, value in self.options)
 
 
 def scorings(model: ModelEntry, metrics: MetricsEntry, classifier: Path, where: str) -> list[Scoring]:
