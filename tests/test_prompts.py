@@ -77,6 +77,12 @@ def test_plain_text_lines(tmp_path: Path):
         ("m.jsonl", '{"prompt": "a"}\n{"tag": "colors"}\n', ":2:", "'prompt' must be"),
         ("m.jsonl", '["a photo"]\n', ":1:", "JSON object"),
         ("m.jsonl", '{"prompt": "a", "include": "seven"}\n', ":1:", "'include' must be a list"),
+        (
+            "m.jsonl",
+            '{"prompt": "a", "tag": "colors"}\n{"prompt": "b", "tag": "color"}\n',
+            ":2:",
+            "tag 'color'",
+        ),
         ("m.jsonl", '{"prompt": "a"}\n\n{"prompt": "b"}\n', ":2:", "not a JSON line"),
         ("p.txt", "a photo of a seven\n\na photo of a two\n", ":2:", "empty prompt"),
         ("p.txt", b"fine\n\xff\xfe bad\n", ":2:", "not UTF-8"),

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from softcfg.conditioning import Prompts
+from softcfg.data.prompts import GENEVAL_TAGS as TASKS
 from softcfg.data.scenes import DIGIT_NAMES, GRID, PALETTE, UNTINTED, Scene, SceneObject
 from softcfg.options import UserError
 
-TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 COUNT_WORDS = ("one", "two", "three", "four")  # counting: 1 to 4 digits (a 2 x 2 grid holds four)
 PLURALS = tuple(name + ("es" if name.endswith("x") else "s") for name in DIGIT_NAMES)
 RELATIONS = ("left of", "right of", "above", "below")  # "B <relation> A": B's place relative to A

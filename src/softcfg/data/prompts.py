@@ -23,6 +23,9 @@ from typing import Any, Literal
 
 from softcfg.options import UserError
 
+GENEVAL_TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+"""GenEval's six task kinds: a tag outside them would be scored as a task of its own."""
+
 Format = Literal["geneval", "dpg", "text"]
 
 
@@ -98,6 +101,10 @@ def _geneval(path: Path) -> list[PromptEntry]:
         for key, kind in (("tag", str), ("include", list), ("exclude", list)):
             if key in meta and not isinstance(meta[key], kind):
                 raise UserError(f"{where}: {key!r} must be a {kind.__name__}")
+        if "tag" in meta and meta["tag"] not in GENEVAL_TAGS:
+            raise UserError(
+                f"{where}: unknown GenEval tag {meta['tag']!r} (GenEval's are {', '.join(GENEVAL_TAGS)})"
+            )
         entries.append(PromptEntry(_name(len(entries)), prompt, meta))
     return entries
 
