@@ -192,6 +192,54 @@ def test_mismatched_checkpoint_names_keys(tmp_path, checkpoint, capsys):
     assert "missing keys ['head.weight']" in err and "unexpected keys ['head.weights']" in err
 
 
+@pytest.mark.parametrize(
+    ("checkpoint_value", "message"),
+    [
+        ("bare", "is not a digits AR checkpoint (needs 'config' and 'state_dict')"),
+        ({"state_dict": {}}, "is not a digits AR checkpoint"),
+        ({"config": {"dim": -4, "depth": 1, "heads": 1}, "state_dict": {}}, "bad 'config' entry: dim=-4"),
+        (
+            {"config": {"dim": 6, "depth": 1, "heads": 4}, "state_dict": {}},
+            "dim 6 is not a multiple of heads 4",
+        ),
+        ({"config": {"width": 3}, "state_dict": {}}, "bad 'config' entry: "),
+    ],
+)
+def test_bad_digits_checkpoints_are_one_line_errors(tmp_path, capsys, checkpoint_value, message):
+    import torch
+
+    path = tmp_path / "bad.pt"
+    torch.save(torch.zeros(3) if checkpoint_value == "bare" else checkpoint_value, path)
+    config = write_run_config(tmp_path / "run.yaml", path, {"name": "cfg"})
+    assert main(sample_args(config, "0", tmp_path / "shards_0000-0000.json")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "bad.pt" in err[0]
+
+
+def test_an_output_that_is_a_folder_and_a_question_table_that_is_not_utf8_are_named(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    run = '{"model": {"family": "digits", "checkpoint": "x.pt"}, "method": {"name": "none"}}'
+    assert main(["run-config", "--json", run, "--out", str(tmp_path / "out")]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == f"softcfg: error: {tmp_path / 'out'} is a folder; give the output file's path"
+    )
+    table = tmp_path / "q.csv"
+    table.write_bytes(b"item_id,proposition_id\n\xff\xfe\n")
+    (tmp_path / "grids").mkdir()
+    args = [
+        "dpg",
+        str(tmp_path / "grids"),
+        "--questions",
+        str(table),
+        "--custom-questions",
+        "--backend",
+        "scenes",
+    ]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == f"softcfg: error: {table}:2: not UTF-8 text"
+
+
 def test_console_script_reports_config_errors():
     proc = subprocess.run(
         [

@@ -10,11 +10,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from softcfg.options import UserError
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give the output file's path")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -85,7 +86,12 @@ def read_questions(path: str | Path, official: bool = True) -> list[Question]:
             f"{path}: git blob {blob} is not the official dpg_bench.csv ({BLOB}); "
             "score an own question table with --custom-questions"
         )
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text") from None
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         missing = [c for c in COLUMNS if c not in header]

@@ -16,6 +16,7 @@ from torch import Tensor
 from softcfg.data.digits import DIGITS_LEVELS, IMAGE_SIDE, NUM_CLASSES, tokens_to_uint8_images
 from softcfg.models.base import load_state_dict_strict, read_checkpoint
 from softcfg.models.gpt import ClassConditionalGPT, GPTConfig
+from softcfg.options import UserError
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,19 @@ def load_digits_ar(path: str | Path) -> DigitsAR:
     """Rebuild the model from the dimensions stored in its checkpoint and load it strictly."""
     ckpt = read_checkpoint(path)
     if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(f"checkpoint {path} is not a digits AR checkpoint (needs 'config' and 'state_dict')")
+        raise UserError(f"checkpoint {path} is not a digits AR checkpoint (needs 'config' and 'state_dict')")
     try:
         config = DigitsARConfig(**ckpt["config"])
     except TypeError as exc:
-        raise ValueError(f"checkpoint {path}: bad 'config' entry: {exc}") from exc
+        raise UserError(f"checkpoint {path}: bad 'config' entry: {exc}") from None
+    bad = [f"{k}={v!r}" for k, v in asdict(config).items() if isinstance(v, int) and v < 1]
+    if bad or config.dim % max(config.heads, 1):
+        problem = (
+            ", ".join(bad) + " (sizes must be >= 1)"
+            if bad
+            else f"dim {config.dim} is not a multiple of heads {config.heads}"
+        )
+        raise UserError(f"checkpoint {path}: bad 'config' entry: {problem}")
     model = DigitsAR(config)
     load_state_dict_strict(model, ckpt["state_dict"], path)
     return model.eval()
