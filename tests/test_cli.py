@@ -192,10 +192,21 @@ def test_mismatched_checkpoint_names_keys(tmp_path, checkpoint, capsys):
     assert "missing keys ['head.weight']" in err and "unexpected keys ['head.weights']" in err
 
 
+class Pickled:
+    """An object a tensors-only load refuses (unpickling it would call this module's code)."""
+
+    def __reduce__(self):
+        return (print, ("unpickled",))
+
+
 @pytest.mark.parametrize(
     ("checkpoint_value", "message"),
     [
         ("bare", "is not a digits AR checkpoint (needs 'config' and 'state_dict')"),
+        (
+            "pickle",
+            "holds pickled Python objects beyond tensors (code that loading would run); it was not loaded",
+        ),
         ({"state_dict": {}}, "is not a digits AR checkpoint"),
         ({"config": {"dim": -4, "depth": 1, "heads": 1}, "state_dict": {}}, "bad 'config' entry: dim=-4"),
         (
@@ -209,7 +220,13 @@ def test_bad_digits_checkpoints_are_one_line_errors(tmp_path, capsys, checkpoint
     import torch
 
     path = tmp_path / "bad.pt"
-    torch.save(torch.zeros(3) if checkpoint_value == "bare" else checkpoint_value, path)
+    special = {"bare": torch.zeros(3), "pickle": {"config": {}, "state_dict": {}, "code": Pickled()}}
+    torch.save(
+        special.get(checkpoint_value, checkpoint_value)
+        if isinstance(checkpoint_value, str)
+        else checkpoint_value,
+        path,
+    )
     config = write_run_config(tmp_path / "run.yaml", path, {"name": "cfg"})
     assert main(sample_args(config, "0", tmp_path / "shards_0000-0000.json")) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -238,6 +255,19 @@ def test_an_output_that_is_a_folder_and_a_question_table_that_is_not_utf8_are_na
     ]
     assert main(args) == 2
     assert capsys.readouterr().err.strip() == f"softcfg: error: {table}:2: not UTF-8 text"
+
+
+def test_an_unguided_runs_manifest_is_strict_json(tmp_path, checkpoint):
+    """Its unconditional entropies are undefined: null in the manifest, never the bare NaN token."""
+
+    def no_constants(token):
+        raise AssertionError(f"{token} in a manifest")
+
+    config = write_run_config(tmp_path / "run.yaml", checkpoint, {"name": "none"})
+    assert main(sample_args(config, "0", tmp_path / "shards_0000-0000.json")) == 0
+    manifest = json.loads((tmp_path / "shard_0000.json").read_text(), parse_constant=no_constants)
+    entropies = manifest["diagnostics"]["entropy_uncond"]
+    assert entropies and all(v is None for v in entropies)
 
 
 def test_console_script_reports_config_errors():

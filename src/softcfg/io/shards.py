@@ -10,6 +10,7 @@ command gives identical bytes; the manifest beside it records the run and the np
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from pathlib import Path
 from typing import IO, Any
@@ -70,7 +71,20 @@ def write_shard(
     check_shard_arrays(images, conditions, str(path))
     write_npz(path, {"arr_0": images, **conditions})
     record = {**manifest, "num_samples": int(images.shape[0]), "npz_sha256": sha256_file(path)}
-    atomic_write_text(manifest_path(path), json.dumps(record, indent=2, sort_keys=True) + "\n")
+    text = json.dumps(finite_json(record), indent=2, sort_keys=True, allow_nan=False)
+    atomic_write_text(manifest_path(path), text + "\n")
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with every NaN or infinite float as None: JSON has no NaN (an unguided run's
+    unconditional entropy is undefined), and other tools refuse the bare ``NaN`` token."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value
 
 
 def shard_verified(path: str | Path) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -227,8 +228,14 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(
+            f"checkpoint {path} holds pickled Python objects beyond tensors (code that loading would run); "
+            "it was not loaded"
+        ) from None
     except Exception as exc:
-        raise UserError(f"checkpoint {path} could not be read: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"checkpoint {path} could not be read: {first}") from None
 
 
 def unwrap_state_dict(
