@@ -111,7 +111,7 @@ def test_question_table_reads_back_in_both_modes(tmp_path):
     ],
 )
 def test_question_table_refuses_what_the_scene_vqa_cannot_ask(tmp_path, clause, message):
-    path = write_prompts(tmp_path / "p.jsonl", [{"tag": "x", "include": [clause], "prompt": "p"}])
+    path = write_prompts(tmp_path / "p.jsonl", [{"tag": "single_object", "include": [clause], "prompt": "p"}])
     with pytest.raises(UserError, match=message):
         questions_csv(path)
 

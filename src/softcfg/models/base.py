@@ -176,14 +176,17 @@ def load_state_dict_strict(
     model: nn.Module, state: dict[str, Tensor], source: str | Path, assign: bool = False
 ) -> None:
     """Load ``state`` strictly, naming the first missing, unexpected or mis-shaped keys on failure, and
-    the first value that is not a tensor or holds NaN or infinity (a run on it would sample garbage and
-    still be scored); ``assign``: the model takes the tensors themselves (a model built on the meta
-    device)."""
+    the first value that is not a tensor, holds NaN, or is a weight holding infinity (a run on it would
+    sample garbage and still be scored; buffers such as attention masks hold -inf by design);
+    ``assign``: the model takes the tensors themselves (a model built on the meta device)."""
+    weights = {name for name, _ in model.named_parameters()}
     for key in sorted(state):
         value = state[key]
         if not isinstance(value, Tensor):
             raise UserError(f"checkpoint {source}: {key} is a {type(value).__name__}, not a tensor")
-        if value.is_floating_point() and value.device.type != "meta" and not torch.isfinite(value).all():
+        if not value.is_floating_point() or value.device.type == "meta":
+            continue
+        if value.isnan().any() or (key in weights and value.isinf().any()):
             raise UserError(f"checkpoint {source}: {key} holds NaN or infinite values")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
