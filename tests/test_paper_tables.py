@@ -142,3 +142,15 @@ def test_ssg_tables_are_empty_without_a_next_scale_model():
         header, rows, _ = RENDERERS[name](metrics, 13.0, 1.4)
         assert rows == [] and header[:4] == ["model", "method", "prior", "β"]
     assert (beside_paper("paper_ssg", metrics)["ours"] == "").all()
+
+
+def test_tables_refuse_a_focus_no_guided_run_has(tmp_path, capsys):
+    import pandas as pd
+
+    from softcfg.cli import main
+
+    rows = [{"guided": True, "gamma": 3.0, "k": 1.0}, {"guided": False, "gamma": None, "k": None}]
+    pd.DataFrame(rows).to_parquet(tmp_path / "metrics.parquet")
+    args = ["tables", "--metrics", str(tmp_path / "metrics.parquet"), "--k", "1", "--out-dir", str(tmp_path)]
+    assert main([*args, "--gamma", "7", "ablation"]) == 2
+    assert "no guided run at gamma 7, k 1" in capsys.readouterr().err and not list(tmp_path.glob("*.md"))

@@ -60,6 +60,19 @@ def test_failed_write_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_rewrite_removes_the_temporaries_a_killed_write_left(tmp_path):
+    from softcfg.io.atomic import atomic_write_text
+
+    out = tmp_path / "m.json"
+    stale = [tmp_path / ".m.json.k3_x9q2a.tmp", tmp_path / ".m.json.0a1b2c3d.tmp"]  # mkstemp's shape
+    others = [tmp_path / ".m.json.x.abc123de.tmp", tmp_path / ".n.json.abc123de.tmp"]  # m.json.x's, n.json's
+    for path in stale + others:
+        path.write_text("partial")
+    atomic_write_text(out, "{}\n")
+    assert out.read_text() == "{}\n"
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in others)
+
+
 def test_label_scheme_is_round_robin_across_shards():
     labels = np.concatenate([shard_labels(i, 7, 10) for i in range(10)])
     assert np.array_equal(labels, np.arange(70) % 10)

@@ -429,6 +429,14 @@ def cmd_tables(args: argparse.Namespace) -> None:
 
     _check_inputs([args.metrics], "tables")
     metrics = pd.read_parquet(args.metrics)
+    guided = metrics[metrics["guided"].astype(bool)]
+    at_focus = guided["gamma"].sub(args.gamma).abs().lt(1e-9) & guided["k"].sub(args.k).abs().lt(1e-9)
+    if len(guided) and not at_focus.any():
+        settings = sorted({(g, k) for g, k in zip(guided["gamma"], guided["k"], strict=True)})
+        _fail(
+            f"tables: no guided run at gamma {args.gamma:g}, k {args.k:g} in {args.metrics} "
+            f"(its settings: {', '.join(f'{g:g}/{k:g}' for g, k in settings[:8])})"
+        )
     for name in args.names:
         header, rows, lead = RENDERERS[name](metrics, args.gamma, args.k)
         atomic_write_text(Path(args.out_dir) / f"{name}.md", markdown(header, rows))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import tempfile
@@ -15,12 +16,17 @@ from softcfg.options import UserError
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``."""
+    """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``. Temporaries
+    of ``path`` a killed earlier write left behind are removed first."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a folder; give the output file's path")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    prefix = f".{path.name}."
+    for stale in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):  # left by a killed earlier write
+        if "." not in stale.name[len(prefix) : -len(".tmp")]:  # mkstemp's random part, not another file's
+            stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
