@@ -117,6 +117,12 @@ def _bad(path: str, value):
             float("nan"),
             "methods.cfg.top_p: Input should be less than or equal to 1, got nan",
         ),
+        ("grid.gamma", [1e300], "config.grid.gamma[0]: Input should be less than or equal to 10000"),
+        (
+            "methods.cfg.temperature",
+            1e-300,
+            "methods.cfg.temperature: Input should be greater than or equal to 0.0001",
+        ),
         ("seeds", [2**70], "config.seeds[0]: Input should be less than or equal to 9223372036854775807"),
         ("models.digits.device", "tpu", "config.models.digits.device: String should match pattern"),
         ("models.digits.device", "cuda:banana", "config.models.digits.device: String should match pattern"),
@@ -264,9 +270,9 @@ def test_names_that_would_leave_results_or_split_a_command_are_refused(section, 
 def test_every_run_id_matches_the_fixed_wildcard_constraint():
     """The rules constrain ``{run}`` with RUN_ID_PATTERN, a pattern of fixed size, not a list of ids."""
     config = copy.deepcopy(BASE)
-    config["grid"] = {"gamma": [1e20, 0.5], "k": [0.0, 2.75]}
+    config["grid"] = {"gamma": [1e-7, 0.5], "k": [0.0, 2.75]}
     ids = list(load_sweep(config).runs)
-    assert any("1e+20" in i for i in ids)
+    assert any("1e-07" in i for i in ids)
     assert all(re.fullmatch(RUN_ID_PATTERN, i) for i in ids)
     assert not any(re.fullmatch(RUN_ID_PATTERN, i) for i in ("a/b", "a b", "", "-x", "../x"))
 

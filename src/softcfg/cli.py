@@ -233,7 +233,7 @@ def _shards(paths: list[str], flag: str) -> list[Path]:
 
 
 def cmd_features(args: argparse.Namespace) -> None:
-    from softcfg.io.shards import read_shard, write_npz
+    from softcfg.io.shards import read_manifest, read_shard, write_npz
     from softcfg.metrics.digits_extractor import EXTRACTOR, extract_features
     from softcfg.models.base import weights_sha256
     from softcfg.models.digits_classifier import load_digits_classifier
@@ -245,11 +245,14 @@ def cmd_features(args: argparse.Namespace) -> None:
     for path, (_, labels) in zip(paths, shards, strict=True):
         if labels is None:
             _fail(f"{path}: no class labels (arr_1); digits features score class-conditional shards")
+    sides = {"samples" if "run" in read_manifest(p) else "reference" for p in paths}  # `reference`: no run
+    if len(sides) > 1:
+        _fail("features: sample shards and the reference set given together")
     images = np.concatenate([s[0] for s in shards])
     labels = np.concatenate([s[1] for s in shards])
     feats = extract_features(images, args.classifier)
     weights = weights_sha256(load_digits_classifier(args.classifier).state_dict())
-    meta = {"extractor": EXTRACTOR, "extractor_sha256": weights}
+    meta = {"extractor": EXTRACTOR, "extractor_sha256": weights, "images": sides.pop()}
     write_npz(args.out, {**feats, "labels": labels, "meta": np.array(json.dumps(meta))})
 
 
@@ -316,12 +319,13 @@ def cmd_inception_weights(args: argparse.Namespace) -> None:
 
 
 def _weights(path: str) -> InceptionWeights:
+    from softcfg.io.records import read_record
     from softcfg.metrics.inception import describe_weights
 
     _check_inputs([path], "--weights")
     source = Path(path).with_suffix(".json")
-    name = json.loads(source.read_text())["source"] if source.is_file() else f"file {Path(path).name}"
-    return describe_weights(path, name)
+    name = read_record(source, "weights record", ("source",))["source"] if source.is_file() else None
+    return describe_weights(path, name or f"file {Path(path).name}")
 
 
 def cmd_inception_features(args: argparse.Namespace) -> None:
@@ -392,12 +396,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_summarize(args: argparse.Namespace) -> None:
     from softcfg.io.atomic import atomic_write_text
-    from softcfg.io.shards import manifest_path
+    from softcfg.io.shards import read_manifest
     from softcfg.report.aggregate import summarize_shards
 
-    manifests = [manifest_path(p) for p in _shards(args.inputs, "summarize")]
-    _check_inputs([str(m) for m in manifests], "summarize")  # a missing manifest: an incomplete shard
-    summary = summarize_shards([json.loads(m.read_text()) for m in manifests])
+    summary = summarize_shards([read_manifest(p) for p in _shards(args.inputs, "summarize")])
     atomic_write_text(args.out, json.dumps(summary, indent=1, sort_keys=True) + "\n")
 
 
@@ -422,13 +424,12 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
 
 
 def cmd_tables(args: argparse.Namespace) -> None:
-    import pandas as pd
-
     from softcfg.io.atomic import atomic_write_text
+    from softcfg.io.records import read_table
     from softcfg.report.tables import RENDERERS, latex, markdown
 
     _check_inputs([args.metrics], "tables")
-    metrics = pd.read_parquet(args.metrics)
+    metrics = read_table(args.metrics, "metrics table")
     guided = metrics[metrics["guided"].astype(bool)]
     at_focus = guided["gamma"].sub(args.gamma).abs().lt(1e-9) & guided["k"].sub(args.k).abs().lt(1e-9)
     if len(guided) and not at_focus.any():
@@ -443,11 +444,20 @@ def cmd_tables(args: argparse.Namespace) -> None:
         atomic_write_text(Path(args.out_dir) / f"{name}.tex", latex(header, rows, lead))
 
 
-def cmd_figures(args: argparse.Namespace) -> None:
-    import pandas as pd
+def _manifest_run(shard: str) -> dict:
+    """The run config a sample shard's manifest records."""
+    from softcfg.io.shards import manifest_path, read_manifest
 
+    run = read_manifest(shard).get("run")
+    if not isinstance(run, dict):
+        _fail(f"{manifest_path(shard)}: no 'run' record (not a sample shard of this package)")
+    return run
+
+
+def cmd_figures(args: argparse.Namespace) -> None:
     from softcfg.io.export import collect_prompt_images
-    from softcfg.io.shards import manifest_path, read_shard
+    from softcfg.io.records import read_table
+    from softcfg.io.shards import read_shard
     from softcfg.report import figures
 
     tables = {"timing": ("--timing", args.timing), "confidence_maps": ("--confidence", args.confidence)}
@@ -456,13 +466,13 @@ def cmd_figures(args: argparse.Namespace) -> None:
             _fail(f"figures: {name} needs {flag}")
     _check_inputs([args.metrics, args.steps] + [tables[n][1] for n in tables if n in args.names], "figures")
     out = Path(args.out_dir)
-    metrics, steps = pd.read_parquet(args.metrics), pd.read_parquet(args.steps)
+    metrics, steps = read_table(args.metrics, "metrics table"), read_table(args.steps, "steps table")
     focus = (args.gamma, args.k)
     rows, by_run = {}, {}  # shard 0's images by label and by run id (a sweep's runs have one)
     for spec in args.sample_shards if {"samples", "confidence_maps"} & set(args.names) else ():
         label, _, path = spec.partition("=")
         rows[label] = read_shard(path)[0]
-        info = json.loads(manifest_path(path).read_text())["run"].get("run")
+        info = _manifest_run(path).get("run")
         if info is not None:
             by_run[info["id"]] = rows[label]
     prompt_runs, seeds = {}, {}  # text runs: (model, method) -> images by prompt; model -> seed
@@ -474,7 +484,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
         for label, paths in shards.items():
             model, _, method = label.partition("/")
             prompt_runs[(model, method)] = collect_prompt_images([Path(p) for p in paths])
-            run = json.loads(manifest_path(paths[0]).read_text())["run"]
+            run = _manifest_run(paths[0])
             seeds[model] = run["sampling"]["seed"]
             by_run[run["run"]["id"]] = read_shard(paths[0])[0]
     drawn = {
@@ -484,9 +494,11 @@ def cmd_figures(args: argparse.Namespace) -> None:
         "fid_by_confidence": lambda: figures.fid_by_confidence(metrics, *focus),
         "entropy": lambda: figures.entropy_curves(steps, *focus),
         "entropy_stepnorm": lambda: figures.entropy_stepnorm(steps, *focus),
-        "timing": lambda: figures.timing(pd.read_parquet(args.timing)),
+        "timing": lambda: figures.timing(read_table(args.timing, "timing table")),
         "samples": lambda: figures.sample_grid(rows),
-        "confidence_maps": lambda: figures.confidence_maps(pd.read_parquet(args.confidence), *focus, by_run),
+        "confidence_maps": lambda: figures.confidence_maps(
+            read_table(args.confidence, "confidence table"), *focus, by_run
+        ),
         "prompt_samples": lambda: figures.prompt_samples(prompt_runs, args.prompts, seeds),
     }
     for name in args.names:
@@ -558,6 +570,16 @@ def cmd_dpg_questions(args: argparse.Namespace) -> None:
     atomic_write_text(args.out, questions_csv(args.prompts))
 
 
+def _result_rows(path: str) -> list[dict]:
+    """GenEval or DPG result rows as ``softcfg geneval`` / ``softcfg dpg`` write them (a JSON list)."""
+    from softcfg.io.records import read_json
+
+    rows = read_json(path, "result rows")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        _fail(f"{path}: result rows must be a JSON list of objects")
+    return rows
+
+
 def cmd_t2i_record(args: argparse.Namespace) -> None:
     """A text-to-image run's metrics record from its GenEval/DPG result rows (for ``aggregate``)."""
     from softcfg.io.atomic import atomic_write_text
@@ -565,7 +587,7 @@ def cmd_t2i_record(args: argparse.Namespace) -> None:
 
     _check_inputs([args.config, *args.rows], "t2i-record")
     run = load_run_config(args.config, check_files=False)
-    rows = [row for path in args.rows for row in json.loads(Path(path).read_text())]
+    rows = [row for path in args.rows for row in _result_rows(path)]
     record = t2i_record(run.to_dict(), rows)
     atomic_write_text(args.out, json.dumps(record, indent=2, sort_keys=True) + "\n")
 

@@ -28,6 +28,7 @@ from softcfg.options import (
     Float,
     NonNegativeFloat,
     Options,
+    Scale,
     Seed,
     UserError,
     read_yaml,
@@ -498,7 +499,7 @@ class Resources(Options):
 class Grid(Options):
     """Default values of the swept options (a method entry's own lists replace them)."""
 
-    gamma: list[NonNegativeFloat] = Field(min_length=1, description="guidance scales s")
+    gamma: list[Scale] = Field(min_length=1, description="guidance scales s")
     k: list[NonNegativeFloat] = Field([0.0], min_length=1, description="cosine powers; 0 = constant")
 
 

@@ -41,6 +41,13 @@ Float = Annotated[float, BeforeValidator(_yaml12_number), Strict(), AllowInfNan(
 and .nan refused."""
 NonNegativeFloat = Annotated[float, Ge(0), BeforeValidator(_yaml12_number), Strict(), AllowInfNan(False)]
 """``Float`` >= 0, for list items (a constraint after the validator would not reach the schema)."""
+MAX_SCALE = 1e4
+Scale = Annotated[float, AllowInfNan(False), Ge(0), Le(MAX_SCALE), BeforeValidator(_yaml12_number), Strict()]
+"""A guidance scale, at most ``MAX_SCALE``: logits are float32, so ``s (l_c - l_u)`` overflows to inf (and
+the guided distribution to NaN) near 1e38 / gap; beyond 1e4 any logit gap a model gives (1e-2 already
+makes 100 nats) turns the guided distribution into an argmax, so a larger scale is a typo."""
+MIN_TEMPERATURE = 1e-4
+"""Logits divided by less overflow float32 the same way; below it sampling is argmax already."""
 Seed = Annotated[int, Ge(0), Le(2**63 - 1), Strict()]
 """A seed every stage can store: torch's generators and the Parquet tables' int64 columns."""
 
@@ -107,11 +114,14 @@ def read_yaml(path: str | Path) -> Any:
 
 
 __all__ = [
+    "MAX_SCALE",
+    "MIN_TEMPERATURE",
     "ConfigError",
     "Field",
     "Float",
     "NonNegativeFloat",
     "Options",
+    "Scale",
     "UserError",
     "error_message",
     "read_yaml",

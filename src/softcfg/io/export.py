@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from softcfg.io.shards import manifest_path, read_shard
+from softcfg.io.shards import read_manifest, read_shard
 from softcfg.options import UserError
 
 LAYOUTS = ("geneval", "dpg")
@@ -48,7 +48,7 @@ def collect_prompt_images(shards: Sequence[Path]) -> PromptImages:
     per_prompt: dict[int, list[np.ndarray]] = {}
     for shard in shards:
         read_shard(shard)  # checksum and layout
-        manifest = json.loads(manifest_path(shard).read_text())
+        manifest = read_manifest(shard)
         prompt_set = manifest.get("prompt_set")
         if prompt_set is None:
             raise UserError(f"{shard}: no prompt set in its manifest (not a text-conditioned run's shard)")

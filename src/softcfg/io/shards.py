@@ -18,6 +18,7 @@ from typing import IO, Any
 import numpy as np
 
 from softcfg.io.atomic import atomic_write, atomic_write_text, sha256_file
+from softcfg.io.records import read_record
 from softcfg.options import UserError
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -101,7 +102,12 @@ def _recorded_sha256(shard: Path) -> str | None:
     """The npz checksum a shard's manifest records, if the shard is complete and matches it."""
     if not shard_verified(shard):
         return None
-    return json.loads(manifest_path(shard).read_text())["npz_sha256"]
+    return read_manifest(shard)["npz_sha256"]
+
+
+def read_manifest(shard: str | Path) -> dict[str, Any]:
+    """The manifest beside a shard, a JSON object recording the npz's checksum."""
+    return read_record(manifest_path(shard), "shard manifest", ("npz_sha256",))
 
 
 def write_group_record(path: str | Path, shards: list[Path]) -> None:
@@ -111,9 +117,9 @@ def write_group_record(path: str | Path, shards: list[Path]) -> None:
     entries = []
     for shard in shards:
         try:
-            sha = json.loads(manifest_path(shard).read_text())["npz_sha256"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise UserError(f"{shard}: no complete manifest; the group is not complete ({exc})") from exc
+            sha = read_manifest(shard)["npz_sha256"]
+        except UserError as exc:
+            raise UserError(f"the group is not complete: {exc}") from exc
         entries.append({"file": shard.name, "npz_sha256": sha})
     atomic_write_text(path, json.dumps({"shards": entries}, indent=2) + "\n")
 
@@ -180,8 +186,7 @@ def read_shard(path: str | Path, verify: bool = True) -> tuple[np.ndarray, np.nd
         mpath = manifest_path(path)
         if not mpath.is_file():
             raise UserError(f"{path}: manifest {mpath.name} missing (incomplete shard)")
-        expected = json.loads(mpath.read_text()).get("npz_sha256")
-        if expected != sha256_file(path):
+        if read_manifest(path)["npz_sha256"] != sha256_file(path):
             raise UserError(f"{path}: checksum differs from its manifest (corrupt or replaced shard)")
     try:
         with np.load(path, allow_pickle=False) as data:

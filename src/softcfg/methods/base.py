@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from softcfg.methods.guidance import CachePerturbation, Combination, Guidance, Refinement
 from softcfg.methods.ssg import SSG
-from softcfg.options import Field, Float, Options
+from softcfg.options import MIN_TEMPERATURE, Field, Float, Options
 
 if TYPE_CHECKING:
     import torch
@@ -35,7 +35,9 @@ class GuidanceMethod(Options):
     """Options every method has (how tokens are drawn from the guided logits) and its behaviour."""
 
     name: str
-    temperature: Float = Field(1.0, gt=0, description="divides the guided logits before sampling")
+    temperature: Float = Field(
+        1.0, ge=MIN_TEMPERATURE, description="divides the guided logits before sampling"
+    )
     top_k: int = Field(0, ge=0, description="keep the k most likely tokens; 0 = off")
     top_p: Float = Field(1.0, gt=0, le=1, description="nucleus mass; 1 = off")
     top_p_rule: Literal["ascending", "descending"] | None = Field(

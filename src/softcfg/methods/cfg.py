@@ -12,7 +12,7 @@ from pydantic import field_validator
 
 from softcfg.guidance.schedules import SCHEDULES, schedule_scales
 from softcfg.methods.base import Guidance, GuidanceMethod
-from softcfg.options import Field, Float
+from softcfg.options import Field, Float, Scale
 
 if TYPE_CHECKING:
     import torch
@@ -39,7 +39,7 @@ class CFG(GuidanceMethod):
     """Classifier-free guidance with the cosine-power (RAR/AliTok), constant or linear schedule."""
 
     name: Literal["cfg"] = "cfg"
-    gamma: Float = Field(1.0, ge=0, description="guidance scale s in l_u + s (l_c - l_u)")
+    gamma: Scale = Field(1.0, description="guidance scale s in l_u + s (l_c - l_u)")
     k: Float = Field(0.0, ge=0, description="cosine power of the schedule; 0 = constant scale")
     schedule: ScheduleName = Field(
         "cosine", description="cosine | constant | linear | ramp (VAR's per-scale ramp, gamma = 1 + cfg)"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import model_validator
 
 from softcfg.methods.guidance import Combination, Guidance, Refinement
-from softcfg.options import ConfigError, Field, Float, NonNegativeFloat, Options
+from softcfg.options import ConfigError, Field, Options, Scale
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -29,13 +29,13 @@ SWEPT = ("beta", "prior")  # the options a sweep may give as lists
 class SSG(Options):
     """Scaled spatial guidance with a DSE (or plain interpolation) prior; every uncertain choice an option."""
 
-    beta: Float = Field(1.0, ge=0, description="beta_k at the first scale with a prior (all, if constant)")
+    beta: Scale = Field(1.0, description="beta_k at the first scale with a prior (all, if constant)")
     prior: Literal[PRIORS] = Field("dse", description="dse | bilinear | nearest")  # type: ignore[valid-type]
     schedule: Literal["constant", "linear", "list"] = Field(
         "constant", description="constant beta | linear from beta to beta_end | the per-scale list betas"
     )
-    beta_end: Float = Field(0.0, ge=0, description="linear schedule: beta_k at the last scale")
-    betas: list[NonNegativeFloat] | None = Field(
+    beta_end: Scale = Field(0.0, description="linear schedule: beta_k at the last scale")
+    betas: list[Scale] | None = Field(
         None, description="list schedule: beta_k for scales 1 .. K-1 (scale 0 has no prior)"
     )
     interpolation: Literal["bilinear", "bicubic", "nearest"] = Field(

