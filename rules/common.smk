@@ -4,6 +4,7 @@
 import json
 import math
 import shlex
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -19,6 +20,8 @@ try:
 except ConfigError as exc:
     raise WorkflowError(f"invalid config: {exc}") from None
 
+if SWEEP.size_note():
+    print(f"softcfg: note: {SWEEP.size_note()}", file=sys.stderr)
 RESULTS = SWEEP.results
 RUNS = SWEEP.runs
 SCORED = [run for run in RUNS if RUNS[run].scored]  # text-conditioned runs are sampled and exported

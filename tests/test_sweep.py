@@ -313,3 +313,16 @@ def test_ssg_lists_are_axes_and_models_limit_a_method():
     config["methods"]["ssg"]["ssg"]["beta"] = []
     with pytest.raises(ConfigError, match=r"methods\.ssg\.ssg\.beta must be a non-empty list"):
         load_sweep(config)
+
+
+def test_a_sweep_of_a_thousand_runs_or_more_is_planned_with_a_note_of_its_size():
+    config = copy.deepcopy(BASE)
+    assert load_sweep(copy.deepcopy(config)).size_note() is None  # 40 runs
+    config["grid"] = {"gamma": [round(0.01 * i, 2) for i in range(1, 126)], "k": [0.0, 1.0]}
+    config["seeds"] = [0, 1, 2, 3]  # (3 guided methods x 250 points + none + soft_kv) x 4 seeds
+    sweep = load_sweep(config)
+    assert len(sweep.runs) == 3008
+    assert sweep.size_note() == (
+        "this sweep plans 3,008 runs of 1 model(s), 6,016 shards in 3,008 sample jobs: check grid, seeds and "
+        "methods before submitting it"
+    )

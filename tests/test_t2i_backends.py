@@ -407,3 +407,46 @@ def test_blip_vqa_backend_and_dpg_cli(tmp_path, hf_folders, capsys):
     assert rows["dpg/overall"]["mode"] == "corrected" and rows["dpg/entity"]["count"] == 1
     assert main([*argv, "--backend", "nowhere:factory"]) == 2
     assert "could not be imported" in capsys.readouterr().err
+
+
+def test_folders_transformers_refuses_and_bad_devices_are_one_line(tmp_path, hf_folders, capsys):
+    import shutil
+
+    from softcfg.metrics.dpg import COLUMNS
+
+    broken = shutil.copytree(hf_folders["m2f"], tmp_path / "m2f")
+    for weights in broken.glob("*.safetensors"):
+        weights.write_bytes(b"truncated")
+    meta = {"tag": "single_object", "include": [{"class": "cow", "count": 1}], "prompt": "a cow"}
+    write_geneval(tmp_path / "run", [meta], [[np.zeros((8, 8, 3), np.uint8)]])
+    (tmp_path / "p.jsonl").write_text(json.dumps(meta) + "\n")
+    geneval = ["geneval", str(tmp_path / "run"), "--prompts", str(tmp_path / "p.jsonl")]
+    (tmp_path / "grids").mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "grids" / "item.png")
+    dpg = ["dpg", str(tmp_path / "grids"), "--questions", str(tmp_path / "q.csv"), "--custom-questions"]
+    cases = [
+        (
+            [*geneval, "--option", f"detector={broken}", "--option", f"clip={hf_folders['clip']}"],
+            f"--option detector={broken}: transformers cannot load it as Mask2FormerForUniversalSegmentation",
+        ),
+        (
+            [*geneval, "--option", f"detector={hf_folders['m2f']}", "--option", f"clip={hf_folders['clip']}",
+             "--option", "device=cuda:banana"],
+            "--option device: expected cpu, cuda, cuda:N or mps, got 'cuda:banana'",
+        ),
+        (
+            [*dpg, "--option", f"model={broken}"],
+            f"--option model={broken}: transformers cannot load it as BlipForQuestionAnswering",
+        ),
+    ]  # fmt: skip
+    (tmp_path / "q.csv").write_text(
+        ",".join(COLUMNS) + "\nitem,t,k,1,0,entity,whole,entity - whole (cow),is there a cow?\n"
+    )
+    for argv, message in cases:
+        capsys.readouterr()
+        assert main([*argv, "--out", str(tmp_path / "rows.json")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"softcfg: error: {message}") and "\n" not in err and "Traceback" not in err, (
+            err
+        )
+        assert not (tmp_path / "rows.json").exists()

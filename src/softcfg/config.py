@@ -31,6 +31,7 @@ from softcfg.options import (
     Scale,
     Seed,
     UserError,
+    key_text,
     read_yaml,
     validate,
 )
@@ -171,6 +172,24 @@ class ModelEntry(Options):
             return read_prompts(self.prompts)
         except UserError as exc:
             raise ConfigError(f"{where}.prompts: {exc}") from None
+
+    def check_prompts(self, where: str = "model", trained: bool = False) -> PromptSet:
+        """The prompt set, each prompt checked against the family's tokenizer and length limit (read from
+        its tokenizer files, not its weights); ``trained``: the workflow trains the checkpoint."""
+        from softcfg.data.prompts import check_prompts
+
+        prompts = self.prompt_set(where)
+        try:
+            reader = get_family(self.family).read_prompts_for(self, trained)
+        except UserError as exc:  # the loaders' messages name "model.<key>"
+            message = str(exc)
+            raise ConfigError(f"{where}{message[5:]}" if message.startswith("model.") else message) from None
+        if reader is not None:
+            try:
+                check_prompts(prompts, reader)
+            except UserError as exc:
+                raise ConfigError(f"{where}.prompts: {exc}") from None
+        return prompts
 
     @model_validator(mode="after")
     def _precision_choice(self) -> ModelEntry:
@@ -322,9 +341,9 @@ def parse_run_config(data: Any, where: str = "config", check_files: bool = True)
     allowed = ("model", "method", "sampling", "run")
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping with keys {', '.join(allowed)}")
-    unknown = sorted(set(data) - set(allowed))
+    unknown = [key for key in data if key not in allowed]
     if unknown:
-        raise ConfigError(f"unknown key {where}.{unknown[0]} (allowed: {', '.join(allowed)})")
+        raise ConfigError(f"unknown key {where}.{key_text(unknown[0])} (allowed: {', '.join(allowed)})")
     for key in ("model", "method"):
         if key not in data:
             raise ConfigError(f"missing key {where}.{key}")

@@ -26,6 +26,12 @@ class ConfigError(UserError):
     """A configuration problem; the message names the offending key."""
 
 
+def first_line(exc: Exception) -> str:
+    """A library's error as a one-line message quotes it (transformers' run over several lines)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 # A YAML 1.2 float: 1e-5, .5, 1.0E+3, -2 (YAML 1.1 needs a dot and a signed exponent).
 _NUMBER = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 
@@ -61,6 +67,18 @@ class Options(BaseModel):
 EntryT = TypeVar("EntryT", bound=BaseModel)
 
 
+def key_text(key: Any) -> str:
+    """A config key as a message names it: as written where it is a plain name, else quoted, so that a
+    key with a newline or a space cannot break the message's one line."""
+    return str(key) if re.fullmatch(r"[A-Za-z0-9_\-]+", str(key)) else repr(key)
+
+
+def value_text(value: Any, chars: int = 80) -> str:
+    """A refused value as a message quotes it: its repr, cut at ``chars`` characters."""
+    text = repr(value)
+    return text if len(text) <= chars else text[: chars - 3] + "..."
+
+
 def _location(where: str, loc: tuple) -> str:
     """``where`` plus pydantic's location, list indices as ``[i]``, union branch tags dropped."""
     text = where
@@ -68,7 +86,7 @@ def _location(where: str, loc: tuple) -> str:
         if isinstance(item, int):
             text += f"[{item}]"
         elif not str(item).startswith(("function-", "tagged-union")):
-            text += f".{item}" if text else str(item)
+            text += f".{key_text(item)}" if text else key_text(item)
     return text
 
 
@@ -89,13 +107,13 @@ def error_message(exc: ValidationError, where: str) -> str:
         if sep and field.isidentifier():
             return f"{key}.{field}: {rest}"
         return f"{key}: {message}"
-    return f"{key}: {message}, got {error['input']!r}" if "input" in error else f"{key}: {message}"
+    return f"{key}: {message}, got {value_text(error['input'])}" if "input" in error else f"{key}: {message}"
 
 
 def validate(cls: type[EntryT], data: Any, where: str) -> EntryT:
     """Build ``cls`` from plain data; any problem is a ConfigError naming ``where.key``."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping, got {data!r}")
+        raise ConfigError(f"{where} must be a mapping, got {value_text(data)}")
     try:
         return cls.model_validate(data)
     except ValidationError as exc:

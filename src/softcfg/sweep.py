@@ -73,6 +73,9 @@ class Run:
         return self.config.model.prompts is not None
 
 
+LARGE_SWEEP = 1000  # runs from which planning notes the sweep's size
+
+
 @dataclass(frozen=True)
 class Sweep:
     config: WorkflowConfig
@@ -96,6 +99,19 @@ class Sweep:
     @property
     def resources(self) -> Resources:
         return self.config.resources
+
+    def size_note(self) -> str | None:
+        """A note of the sweep's size where it is large enough to be a mistake (a grid or seed list
+        longer than meant multiplies every run), or None."""
+        if len(self.runs) < LARGE_SWEEP:
+            return None
+        shards = sum(run.num_shards for run in self.runs.values())
+        jobs = sum(len(run.groups) for run in self.runs.values())
+        models = len({run.model for run in self.runs.values()})
+        return (
+            f"this sweep plans {len(self.runs):,} runs of {models} model(s), {shards:,} shards in {jobs:,} "
+            "sample jobs: check grid, seeds and methods before submitting it"
+        )
 
 
 def _number(value: Any) -> str:
@@ -181,7 +197,7 @@ def load_sweep(data: Any) -> Sweep:
         else:
             models[name] = entry.entry()
             models[name].check_files(f"models.{name}")
-        samples[name] = _run_samples(models[name], sampling.samples_per_run, f"models.{name}")
+        samples[name] = _run_samples(models[name], sampling.samples_per_run, f"models.{name}", entry.train)
         _check_figure_prompts(config, models[name], samples[name], f"models.{name}")
 
     grid = config.grid.model_dump()
@@ -230,14 +246,15 @@ def load_sweep(data: Any) -> Sweep:
     )
 
 
-def _run_samples(model: ModelEntry, samples_per_run: int, where: str) -> int:
+def _run_samples(model: ModelEntry, samples_per_run: int, where: str, trained: bool) -> int:
     """Samples of one run: ``sampling.samples_per_run``, or a text model's prompts x images per prompt
-    (its prompt set read now, so a bad line is named before the DAG)."""
+    (its prompt set read and checked against the model's tokenizer now, so that a bad line is named
+    before the DAG)."""
     if get_family(model.family).conditioning != "text":
         return samples_per_run
     if model.prompts is None:
         raise ConfigError(f"{where}.prompts: family {model.family!r} is text-conditioned; give a prompt set")
-    return len(model.prompt_set(where)) * model.per_prompt
+    return len(model.check_prompts(where, trained)) * model.per_prompt
 
 
 def _check_figure_prompts(config: WorkflowConfig, model: ModelEntry, samples: int, where: str) -> None:

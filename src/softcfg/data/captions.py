@@ -18,15 +18,18 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from softcfg.conditioning import Prompts
 from softcfg.data.prompts import GENEVAL_TAGS as TASKS
+from softcfg.data.prompts import PromptReader, preview
 from softcfg.data.scenes import DIGIT_NAMES, GRID, PALETTE, UNTINTED, Scene, SceneObject
 from softcfg.options import UserError
+
+if TYPE_CHECKING:
+    from softcfg.conditioning import Prompts
+    from softcfg.config import ModelEntry
 
 COUNT_WORDS = ("one", "two", "three", "four")  # counting: 1 to 4 digits (a 2 x 2 grid holds four)
 PLURALS = tuple(name + ("es" if name.endswith("x") else "s") for name in DIGIT_NAMES)
@@ -247,13 +250,19 @@ class WordTokenizer:
         words = text.lower().split()
         unknown = [w for w in words if w not in self.ids or w in (PAD, BOS)]
         if unknown:
-            raise UserError(f"prompt {text!r}: word {unknown[0]!r} is not in the model's vocabulary")
+            raise UserError(f"prompt {preview(text)}: word {unknown[0]!r} is not in the model's vocabulary")
         if len(words) > self.max_words:
-            raise UserError(f"prompt {text!r}: {len(words)} words, the model reads at most {self.max_words}")
+            raise UserError(
+                f"prompt {preview(text)}: {len(words)} words, the model reads at most {self.max_words}"
+            )
         return [self.ids[BOS]] + [self.ids[w] for w in words]
 
     def encode(self, texts: Sequence[str]) -> Prompts:
         """Left-padded ids [B, L] (L: the longest prompt) with their mask."""
+        import torch  # here: a sweep reads prompts with this tokenizer without importing torch
+
+        from softcfg.conditioning import Prompts
+
         rows = [self.encode_one(t) for t in texts]
         width = max((len(r) for r in rows), default=1)
         ids = torch.zeros(len(rows), width, dtype=torch.long)
@@ -264,6 +273,18 @@ class WordTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         """The words of a row of ids, padding and BOS dropped."""
         return " ".join(self.vocab[i] for i in ids if i > 1)
+
+
+def prompt_reader(entry: ModelEntry, trained: bool) -> PromptReader:
+    """digits_text's prompts: the words of the entry's checkpoint, or where the workflow trains it (the
+    checkpoint may not exist yet) the grammar's, which ``softcfg train`` gives every model."""
+    if trained:
+        words = WordTokenizer()
+    else:
+        from softcfg.models.digits_text import read_word_tokenizer
+
+        words = read_word_tokenizer(entry.checkpoint)
+    return PromptReader(words.encode_one, words.max_len)
 
 
 def main() -> None:

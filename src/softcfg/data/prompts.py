@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +54,40 @@ class PromptSet:
     @property
     def texts(self) -> tuple[str, ...]:
         return tuple(e.text for e in self.entries)
+
+    def location(self, index: int) -> str:
+        """Where prompt ``index`` was read: ``file:line`` (every line is one prompt) or its DPG file."""
+        if self.format == "dpg":
+            return str(self.path / f"{self.entries[index].name}.txt")
+        return f"{self.path}:{index + 1}"
+
+
+@dataclass(frozen=True)
+class PromptReader:
+    """How a text model reads a prompt, from its tokenizer files alone: ``encode`` gives the prompt's ids
+    as the sampler feeds them (a UserError for text it cannot read), ``limit`` the most ids it reads."""
+
+    encode: Callable[[str], Sequence[int]]
+    limit: int
+
+
+def preview(text: str, chars: int = 60) -> str:
+    """A prompt as an error message quotes it: its first ``chars`` characters."""
+    return repr(text if len(text) <= chars else text[:chars] + "...")
+
+
+def check_prompts(prompts: PromptSet, reader: PromptReader) -> None:
+    """Every prompt of the set is one the model reads; else a UserError naming its file and line."""
+    for index, entry in enumerate(prompts.entries):
+        try:
+            length = len(reader.encode(entry.text))
+        except UserError as exc:
+            raise UserError(f"{prompts.location(index)}: {exc}") from None
+        if length > reader.limit:
+            raise UserError(
+                f"{prompts.location(index)}: prompt {preview(entry.text)} is {length} tokens, the model "
+                f"reads at most {reader.limit} before its image tokens"
+            )
 
 
 def prompt_format(path: Path) -> Format:

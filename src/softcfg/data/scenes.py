@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import Tensor
+
+if TYPE_CHECKING:  # torch is imported where it is used: a sweep reads the captions' words without it
+    from torch import Tensor
 
 CELL = 8
 GRID = 2
@@ -104,6 +106,8 @@ def cell_patches(images: np.ndarray) -> np.ndarray:
 def fit_codebook(images: np.ndarray, seed: int, iterations: int = 30) -> np.ndarray:
     """k-means (Lloyd) over the nonblank patches of ``images``, from distinct patches drawn by ``seed``;
     centroids rounded to intensities. Returns int64 [CODEBOOK_SIZE, 4], entry 0 the blank patch."""
+    import torch
+
     patches = cell_patches(images).reshape(-1, PATCH * PATCH)
     x = torch.from_numpy(np.unique(patches[patches.any(axis=1)], axis=0)).double()
     rng = np.random.default_rng(seed)
@@ -142,6 +146,8 @@ def scene_tokens(scene: Scene, codes: np.ndarray) -> np.ndarray:
 def tokens_to_images(tokens: Tensor, codebook: Tensor) -> Tensor:
     """Tokens [N, 68] to uint8 [N, 16, 16, 3], each patch its code's intensities drawn as the spec draws
     a digit (the palette's tints are 0 or 1 per channel, so the products are exact integers)."""
+    import torch
+
     n, side = tokens.shape[0], CELL // PATCH
     cells = tokens.long().view(n, GRID * GRID, CELL_TOKENS)
     header, code = cells[:, :, 0], cells[:, :, 1:]

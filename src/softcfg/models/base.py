@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from softcfg.conditioning import ClassLabels, Conditions
 from softcfg.models.attention import KVCache, SlotWeights
-from softcfg.options import UserError
+from softcfg.options import UserError, first_line
 
 
 class TokenGrid(NamedTuple):
@@ -237,8 +237,7 @@ def read_checkpoint(path: str | Path) -> dict:
             "it was not loaded"
         ) from None
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"checkpoint {path} could not be read: {first}") from None
+        raise UserError(f"checkpoint {path} could not be read: {first_line(exc)}") from None
 
 
 def unwrap_state_dict(

@@ -99,16 +99,30 @@ def save_digits_text(model: DigitsTextGPT, path: str | Path, extra: dict | None 
     )
 
 
-def load_digits_text(path: str | Path) -> DigitsTextGPT:
-    """Rebuild the model and its tokenizer from the checkpoint and load the weights strictly."""
+def _read(path: str | Path) -> dict:
     ckpt = read_checkpoint(path)
     keys = ("config", "vocab", "max_words", "state_dict")
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys):
         raise UserError(f"checkpoint {path} is not a digits_text checkpoint (needs {', '.join(keys)})")
+    return ckpt
+
+
+def _tokenizer(ckpt: dict) -> WordTokenizer:
+    return WordTokenizer(tuple(ckpt["vocab"]), int(ckpt["max_words"]))
+
+
+def read_word_tokenizer(path: str | Path) -> WordTokenizer:
+    """The checkpoint's tokenizer alone (its vocabulary and prompt length), for checking prompts."""
+    return _tokenizer(_read(path))
+
+
+def load_digits_text(path: str | Path) -> DigitsTextGPT:
+    """Rebuild the model and its tokenizer from the checkpoint and load the weights strictly."""
+    ckpt = _read(path)
     try:
         config = DigitsTextConfig(**ckpt["config"])
     except TypeError as exc:
         raise UserError(f"checkpoint {path}: bad 'config' entry: {exc}") from exc
-    model = DigitsTextGPT(config, WordTokenizer(tuple(ckpt["vocab"]), int(ckpt["max_words"])))
+    model = DigitsTextGPT(config, _tokenizer(ckpt))
     load_state_dict_strict(model, ckpt["state_dict"], path)
     return model.eval()

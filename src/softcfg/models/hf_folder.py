@@ -7,11 +7,11 @@ from pathlib import Path
 
 from transformers import AutoConfig, PreTrainedConfig
 
-from softcfg.options import UserError
+from softcfg.options import UserError, first_line
 
 
 def folder_error(folder: Path, family: str, what: str, exc: Exception | None = None) -> UserError:
-    detail = f": {exc}" if exc is not None else ""
+    detail = f": {first_line(exc)}" if exc is not None else ""
     return UserError(f"model.checkpoint: {folder} is not a {family} folder ({what}){detail}")
 
 

@@ -29,10 +29,12 @@ from transformers import (
     AutoProcessor,
     GenerationConfig,
     JanusForConditionalGeneration,
+    PreTrainedConfig,
     ProcessorMixin,
 )
 
 from softcfg.conditioning import Conditions, Prompts
+from softcfg.data.prompts import PromptReader, preview
 from softcfg.models.attention import SlotWeights
 from softcfg.models.base import ARModel, images_to_uint8
 from softcfg.models.hf_attention import StaticRows, teacher_forced_mask, use_softcfg_attention
@@ -48,6 +50,12 @@ SIZES = {
     "7B": {"hidden_size": 4096, "num_hidden_layers": 30},
 }
 IMAGE_SIZE, IMAGE_TOKENS = 384, 576
+
+
+def chat(processor: ProcessorMixin, text: str) -> str:
+    """The prompt as the chat template's user turn, ready for the assistant's image."""
+    turn = [{"role": "user", "content": [{"type": "text", "text": text}]}]
+    return processor.apply_chat_template(turn, add_generation_prompt=True)
 
 
 class JanusPro(ARModel):
@@ -79,12 +87,7 @@ class JanusPro(ARModel):
 
     def prompts(self, texts: Sequence[str]) -> Prompts:
         """Each text as the user turn of the chat template, then begin-of-image; left-padded."""
-        chats = [
-            self.processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "text", "text": text}]}], add_generation_prompt=True
-            )
-            for text in texts
-        ]
+        chats = [chat(self.processor, text) for text in texts]
         encoded = self.processor(text=chats, generation_mode="image", padding=True, return_tensors="pt")
         ids = encoded["input_ids"].long()
         if not (ids[:, -1] == self.boi_id).all():
@@ -161,11 +164,11 @@ def _folder_error(folder: Path, what: str, exc: Exception | None = None) -> User
     return folder_error(folder, "Janus-Pro", what, exc)
 
 
-def load_janus_folder(
-    folder: str | Path, dtype: torch.dtype = torch.float32, size: str | None = None
-) -> JanusPro:
-    """Janus-Pro from a ``save_pretrained`` folder (model, processor, generation config), checked before the
-    weights are read; ``size`` (1B, 7B) must match the folder's architecture."""
+def read_janus_text(
+    folder: str | Path, size: str | None = None
+) -> tuple[Path, PreTrainedConfig, ProcessorMixin, dict[str, int]]:
+    """The folder's config, processor and special ids (bos, pad, boi): everything but the weights,
+    checked; ``size`` (1B, 7B) must match the folder's architecture."""
     folder, config = read_folder_config(folder, "Janus-Pro", "janus")
     if size is not None:
         text, vision = config.text_config, config.vision_config
@@ -183,19 +186,39 @@ def load_janus_folder(
     except Exception as exc:
         raise _folder_error(folder, "no usable generation_config.json", exc) from exc
     boi = (getattr(generation, "generation_kwargs", None) or {}).get("boi_token_id")
-    ids = {
-        "bos_token_id": generation.bos_token_id,
-        "pad_token_id": generation.pad_token_id,
-        "boi_token_id": boi,
-    }
-    missing = [key for key, value in ids.items() if value is None]
+    ids = {"bos": generation.bos_token_id, "pad": generation.pad_token_id, "boi": boi}
+    missing = [f"{key}_token_id" for key, value in ids.items() if value is None]
     if missing:
         raise _folder_error(folder, f"generation_config.json lacks {missing}")
+    return folder, config, processor, ids
+
+
+def load_janus_folder(
+    folder: str | Path, dtype: torch.dtype = torch.float32, size: str | None = None
+) -> JanusPro:
+    """Janus-Pro from a ``save_pretrained`` folder (model, processor, generation config), checked before the
+    weights are read; ``size`` (1B, 7B) must match the folder's architecture."""
+    folder, _, processor, ids = read_janus_text(folder, size)
     try:
         hf = JanusForConditionalGeneration.from_pretrained(folder, dtype=dtype, local_files_only=True)
     except Exception as exc:
         raise _folder_error(folder, "weights unreadable", exc) from exc
-    return JanusPro(hf, processor, generation.bos_token_id, generation.pad_token_id, boi)
+    return JanusPro(hf, processor, ids["bos"], ids["pad"], ids["boi"])
+
+
+def prompt_reader(entry: ModelEntry) -> PromptReader:
+    """Prompts as ``JanusPro.prompts`` encodes them, from the folder's processor; the language model reads
+    the prompt and all image tokens but the last within its ``max_position_embeddings``."""
+    _, config, processor, ids = read_janus_text(entry.checkpoint, entry.size)
+
+    def encode(text: str) -> list[int]:
+        row = processor(text=[chat(processor, text)], generation_mode="image")["input_ids"][0]
+        if row[-1] != ids["boi"]:
+            raise UserError(f"prompt {preview(text)} does not end in <begin_of_image> once encoded")
+        return row
+
+    limit = config.text_config.max_position_embeddings - config.vision_config.num_image_tokens + 1
+    return PromptReader(encode, limit)
 
 
 def load_janus(entry: ModelEntry, dtype: torch.dtype) -> JanusPro:

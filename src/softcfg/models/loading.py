@@ -21,6 +21,7 @@ from softcfg.options import ConfigError
 
 if TYPE_CHECKING:
     from softcfg.config import ModelEntry
+    from softcfg.data.prompts import PromptReader
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -93,6 +94,18 @@ def load_lumina(entry: ModelEntry) -> ARModel:
 
 def load_simplear(entry: ModelEntry) -> ARModel:
     return _text_family("simplear").load_simplear(entry, DTYPES[entry.dtype])
+
+
+def janus_prompt_reader(entry: ModelEntry, trained: bool) -> PromptReader:
+    return _text_family("janus").prompt_reader(entry)
+
+
+def lumina_prompt_reader(entry: ModelEntry, trained: bool) -> PromptReader:
+    return _text_family("lumina").prompt_reader(entry)
+
+
+def simplear_prompt_reader(entry: ModelEntry, trained: bool) -> PromptReader:
+    return _text_family("simplear").prompt_reader(entry)
 
 
 def load_model(entry: ModelEntry) -> ARModel:

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from softcfg.conditioning import Conditions, Prompts
+from softcfg.data.prompts import PromptReader
 from softcfg.models.attention import KVCache, SlotWeights
 from softcfg.models.base import ARModel, TokenGrid, load_state_dict_strict
 from softcfg.models.chameleon import (
@@ -80,6 +81,19 @@ class LuminaCache:
     lengths: Tensor | None = None
 
 
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, image_size: int, text: str) -> list[int]:
+    """BOS, the official template and separator: a row before its image prefix."""
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    line = TEMPLATE.format(width=image_size, height=image_size, prompt=text) + SEPARATOR
+    return [bos, *tokenizer.encode(line, add_special_tokens=False)]
+
+
+def image_prefix(ids: dict[str, int], image_size: int) -> list[int]:
+    """Begin-of-image, then the height's and the width's size tokens."""
+    size = ids[size_token(image_size)]
+    return [ids[BEGIN_OF_IMAGE], size, size]
+
+
 class LuminaMGPT2(ARModel):
     """The adapter: prompts through the folder's tokenizer, codes and end-of-line tokens through the
     decoder, images through the MoVQGAN decoder (``tokenizer``, kept float32 by ``load_model``)."""
@@ -116,18 +130,13 @@ class LuminaMGPT2(ARModel):
         return TokenGrid(0, self.rows, self.cols, self.cols + 1)
 
     def image_prefix(self) -> list[int]:
-        """Begin-of-image, then the height's and the width's size tokens."""
-        size = self.ids[size_token(self.image_size)]
-        return [self.ids[BEGIN_OF_IMAGE], size, size]
+        return image_prefix(self.ids, self.image_size)
 
     def prompts(self, texts: Sequence[str]) -> Prompts:
         """BOS, the official template and separator, then the image prefix; left-padded."""
-        tok = self.text_tokenizer
-        bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-        rows = []
-        for text in texts:
-            line = TEMPLATE.format(width=self.image_size, height=self.image_size, prompt=text) + SEPARATOR
-            rows.append([bos, *tok.encode(line, add_special_tokens=False), *self.image_prefix()])
+        rows = [
+            prompt_ids(self.text_tokenizer, self.image_size, text) + self.image_prefix() for text in texts
+        ]
         return Prompts.left_padded(rows, texts)
 
     def unconditional(self, conditions: Conditions) -> Prompts:
@@ -233,11 +242,11 @@ def read_decoder(folder: Path, config: ChameleonConfig) -> ChameleonDecoder:
     return decoder
 
 
-def load_lumina_folder(
-    folder: str | Path, tokenizer: str | Path | None, image_size: int | None = None, size: str | None = None
-) -> LuminaMGPT2:
-    """Lumina-mGPT 2.0 from its folder (config.json, safetensors, tokenizer files) and MoVQGAN file,
-    checked before the weights are read; ``size`` (7B) must match the folder's architecture."""
+def read_lumina_text(
+    folder: str | Path, image_size: int | None = None, size: str | None = None
+) -> tuple[Path, ChameleonConfig, PreTrainedTokenizerBase, dict[str, int]]:
+    """The folder's config, tokenizer and special ids: everything but the weights, checked; ``size``
+    (7B) must match the folder's architecture."""
     from transformers import AutoTokenizer
 
     folder = Path(folder)
@@ -254,19 +263,47 @@ def load_lumina_folder(
             raise ConfigError(
                 f"model.size: Lumina-mGPT 2.0 {size} has {SIZES[size]}, the folder {folder} has {found}"
             )
-    image_size = image_size or DEFAULT_IMAGE_SIZE
     try:
         text_tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except Exception as exc:
         raise _folder_error(folder, "no usable tokenizer files", exc) from exc
-    ids = special_ids(text_tokenizer, folder, image_size)
+    return (
+        folder,
+        config,
+        text_tokenizer,
+        special_ids(text_tokenizer, folder, image_size or DEFAULT_IMAGE_SIZE),
+    )
+
+
+def load_lumina_folder(
+    folder: str | Path, tokenizer: str | Path | None, image_size: int | None = None, size: str | None = None
+) -> LuminaMGPT2:
+    """Lumina-mGPT 2.0 from its folder (config.json, safetensors, tokenizer files) and MoVQGAN file,
+    checked before the weights are read; ``size`` (7B) must match the folder's architecture."""
+    folder, config, text_tokenizer, ids = read_lumina_text(folder, image_size, size)
     movq = load_movq_decoder(tokenizer) if tokenizer is not None else None
     if movq is not None and (movq.config.n_embed, movq.config.downsample) != (CODES, PX_PER_CODE):
         raise UserError(
             f"model.tokenizer: {tokenizer} has {movq.config.n_embed} codes of {movq.config.downsample} px,"
             f" Lumina-mGPT 2.0 {CODES} of {PX_PER_CODE} px"
         )
-    return LuminaMGPT2(read_decoder(folder, config), text_tokenizer, ids, image_size, movq)
+    return LuminaMGPT2(
+        read_decoder(folder, config), text_tokenizer, ids, image_size or DEFAULT_IMAGE_SIZE, movq
+    )
+
+
+def prompt_reader(entry: ModelEntry) -> PromptReader:
+    """Prompts as ``LuminaMGPT2.prompts`` encodes them (with the 3-token image prefix), from the folder's
+    tokenizer; the decoder reads the prompt and all image tokens but the last within its
+    ``max_position_embeddings``."""
+    _, config, tokenizer, ids = read_lumina_text(entry.checkpoint, entry.image_size, entry.size)
+    image_size = entry.image_size or DEFAULT_IMAGE_SIZE
+    side = image_size // PX_PER_CODE
+
+    def encode(text: str) -> list[int]:
+        return prompt_ids(tokenizer, image_size, text) + image_prefix(ids, image_size)
+
+    return PromptReader(encode, config.max_position_embeddings - side * (side + 1) + 1)
 
 
 def load_lumina(entry: ModelEntry) -> LuminaMGPT2:

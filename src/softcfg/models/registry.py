@@ -21,6 +21,7 @@ from softcfg.options import ConfigError
 
 if TYPE_CHECKING:
     from softcfg.config import ModelEntry
+    from softcfg.data.prompts import PromptReader
     from softcfg.models.base import ARModel
 
 ENTRY_POINT_GROUP = "softcfg.models"
@@ -56,6 +57,19 @@ class Family:
     half of an 80 GB GPU, the rest left to weights, activations and the logits; README, "GPU
     throughput"."""
 
+    prompt_reader: str = ""
+    """Text families: ``package.module:function``, function(entry: ModelEntry, trained: bool) ->
+    ``softcfg.data.prompts.PromptReader``, read from the tokenizer files alone (no weights), so that a
+    sweep names a prompt the model cannot read before the DAG is built; ``trained``: the workflow trains
+    the checkpoint (it may not exist yet)."""
+
+    def read_prompts_for(self, entry: ModelEntry, trained: bool = False) -> PromptReader | None:
+        """How the entry's model reads prompts, or None where the family gives no reader."""
+        if not self.prompt_reader:
+            return None
+        module, _, function = self.prompt_reader.partition(":")
+        return getattr(import_module(module), function)(entry, trained)
+
     def batch_size(self, size: str | None, image_size: int | None) -> int | None:
         """The ``auto`` batch size of a model entry's size, or None where the table has none."""
         key = f"{size}-{image_size or self.image_sizes[0]}" if self.image_sizes else size
@@ -89,6 +103,7 @@ _BUILTIN = (
         extractor="none",  # digit scenes: GenEval-style scoring, not the digits metric suite
         trainable=True,
         conditioning="text",
+        prompt_reader="softcfg.data.captions:prompt_reader",
     ),
     Family(
         "digits_scales",
@@ -170,6 +185,7 @@ _BUILTIN = (
     Family(
         "janus",
         "softcfg.models.loading:load_janus",
+        prompt_reader="softcfg.models.loading:janus_prompt_reader",
         paper_name="Janus-Pro",
         sizes=("1B", "7B"),
         # DeepSeek's generation_inference.py and the Janus-Pro model card (deepseek-ai/Janus, Jan 2025):
@@ -183,6 +199,7 @@ _BUILTIN = (
     Family(
         "lumina",
         "softcfg.models.loading:load_lumina",
+        prompt_reader="softcfg.models.loading:lumina_prompt_reader",
         paper_name="Lumina-mGPT 2.0",
         sizes=("7B",),
         image_sizes=(768,),
@@ -197,6 +214,7 @@ _BUILTIN = (
     Family(
         "simplear",
         "softcfg.models.loading:load_simplear",
+        prompt_reader="softcfg.models.loading:simplear_prompt_reader",
         paper_name="SimpleAR",  # Table 4 names it without a size
         sizes=("0.5B", "1.5B"),
         image_sizes=(1024,),

@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, Qwen2ForCausalLM
+from transformers import AutoTokenizer, PreTrainedConfig, PreTrainedTokenizerBase, Qwen2ForCausalLM
 
 from softcfg.conditioning import Conditions, Prompts
+from softcfg.data.prompts import PromptReader
 from softcfg.models.attention import SlotWeights
 from softcfg.models.base import ARModel
 from softcfg.models.cosmos import CosmosDecoder, cosmos_images_to_uint8, load_cosmos_decoder
@@ -55,6 +56,15 @@ SIZES = {  # Qwen2.5-0.5B / -1.5B, the bases of SimpleAR-0.5B / -1.5B
     "0.5B": {"hidden_size": 896, "num_hidden_layers": 24},
     "1.5B": {"hidden_size": 1536, "num_hidden_layers": 28},
 }
+
+
+def prompt_line(text: str) -> str:
+    """``<|t2i|>`` + generate.py's prefix + the text + ``<|soi|>``."""
+    return T2I + PREFIX + text + START_OF_IMAGE
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, line: str) -> list[int]:
+    return tokenizer(line, add_special_tokens=True)["input_ids"]
 
 
 class SimpleAR(ARModel):
@@ -84,12 +94,10 @@ class SimpleAR(ARModel):
         self.prefix_len = 0  # the batch's padded prompt length, set by prefill
 
     def _encode(self, lines: Sequence[str], texts: Sequence[str]) -> Prompts:
-        ids = [self.text_tokenizer(line, add_special_tokens=True)["input_ids"] for line in lines]
-        return Prompts.left_padded(ids, texts)
+        return Prompts.left_padded([prompt_ids(self.text_tokenizer, line) for line in lines], texts)
 
     def prompts(self, texts: Sequence[str]) -> Prompts:
-        """``<|t2i|>`` + generate.py's prefix + the text + ``<|soi|>``; left-padded."""
-        return self._encode([T2I + PREFIX + text + START_OF_IMAGE for text in texts], texts)
+        return self._encode([prompt_line(text) for text in texts], texts)
 
     def unconditional(self, conditions: Conditions) -> Prompts:
         """generate.py's negative prompt, one per row."""
@@ -144,15 +152,11 @@ def _folder_error(folder: Path, what: str, exc: Exception | None = None) -> User
     return folder_error(folder, "SimpleAR", what, exc)
 
 
-def load_simplear_folder(
-    folder: str | Path,
-    tokenizer: str | Path | None,
-    image_size: int | None = None,
-    size: str | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> SimpleAR:
-    """SimpleAR from its ``save_pretrained`` folder and Cosmos ``decoder.jit``, checked before the weights
-    are read; ``size`` (0.5B, 1.5B) must match the folder's architecture."""
+def read_simplear_text(
+    folder: str | Path, size: str | None = None
+) -> tuple[Path, PreTrainedConfig, PreTrainedTokenizerBase]:
+    """The folder's config and tokenizer: everything but the weights, checked; ``size`` (0.5B, 1.5B)
+    must match the folder's architecture."""
     folder, config = read_folder_config(folder, "SimpleAR", "qwen2")
     if size is not None:
         found = {key: getattr(config, key) for key in SIZES[size]}
@@ -166,17 +170,41 @@ def load_simplear_folder(
     missing = [name for name in (T2I, START_OF_IMAGE) if name not in vocab]
     if missing:
         raise _folder_error(folder, f"its tokenizer lacks {missing}")
-    offset = len(text_tokenizer)
-    if config.vocab_size < offset + CODES:
+    if config.vocab_size < len(text_tokenizer) + CODES:
         raise _folder_error(
-            folder, f"vocab_size {config.vocab_size} < {offset} text ids + {CODES} image codes"
+            folder, f"vocab_size {config.vocab_size} < {len(text_tokenizer)} text ids + {CODES} image codes"
         )
+    return folder, config, text_tokenizer
+
+
+def load_simplear_folder(
+    folder: str | Path,
+    tokenizer: str | Path | None,
+    image_size: int | None = None,
+    size: str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> SimpleAR:
+    """SimpleAR from its ``save_pretrained`` folder and Cosmos ``decoder.jit``, checked before the weights
+    are read; ``size`` (0.5B, 1.5B) must match the folder's architecture."""
+    folder, _, text_tokenizer = read_simplear_text(folder, size)
     decoder = load_cosmos_decoder(tokenizer) if tokenizer is not None else None
     try:
         hf = Qwen2ForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
     except Exception as exc:
         raise _folder_error(folder, "weights unreadable", exc) from exc
-    return SimpleAR(hf, text_tokenizer, offset, image_size or DEFAULT_IMAGE_SIZE, decoder)
+    return SimpleAR(hf, text_tokenizer, len(text_tokenizer), image_size or DEFAULT_IMAGE_SIZE, decoder)
+
+
+def prompt_reader(entry: ModelEntry) -> PromptReader:
+    """Prompts as ``SimpleAR.prompts`` encodes them, from the folder's tokenizer; the model reads the
+    prompt and all image tokens but the last within its ``max_position_embeddings``."""
+    _, config, tokenizer = read_simplear_text(entry.checkpoint, entry.size)
+    side = (entry.image_size or DEFAULT_IMAGE_SIZE) // PX_PER_TOKEN
+
+    def encode(text: str) -> list[int]:
+        return prompt_ids(tokenizer, prompt_line(text))
+
+    return PromptReader(encode, config.max_position_embeddings - side * side + 1)
 
 
 def load_simplear(entry: ModelEntry, dtype: torch.dtype) -> SimpleAR:

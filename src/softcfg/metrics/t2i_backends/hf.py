@@ -21,7 +21,7 @@ import numpy as np
 
 from softcfg.metrics.geneval import COLORS, Detection, object_names
 from softcfg.metrics.t2i_backends import take_options
-from softcfg.options import UserError
+from softcfg.options import UserError, first_line
 
 MAX_PER_IMAGE = 100
 BACKGROUND = (153, 153, 153)  # "#999"
@@ -33,6 +33,26 @@ def model_folder(path: str, option: str) -> Path:
     if not (folder / "config.json").is_file():
         raise UserError(f"--option {option}={path}: not a transformers model folder (no config.json)")
     return folder
+
+
+def from_folder(cls: Any, folder: Path, option: str) -> Any:
+    """``cls.from_pretrained(folder)``; what transformers refuses (weights, processor files) in one line
+    naming the option."""
+    try:
+        return cls.from_pretrained(folder, local_files_only=True)
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError... with multi-line text
+        raise UserError(
+            f"--option {option}={folder}: transformers cannot load it as {cls.__name__}: {first_line(exc)}"
+        ) from None
+
+
+def device(value: str) -> Any:
+    import torch
+
+    try:
+        return torch.device(value)
+    except RuntimeError:
+        raise UserError(f"--option device: expected cpu, cuda, cuda:N or mps, got {value!r}") from None
 
 
 def _positive(options: Mapping[str, str], key: str) -> int:
@@ -95,8 +115,8 @@ class ClipColours:
         from transformers import AutoProcessor, CLIPModel
 
         self.device = device
-        self.model = CLIPModel.from_pretrained(folder, local_files_only=True).to(device).eval()
-        self.processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+        self.model = from_folder(CLIPModel, folder, "clip").to(device).eval()
+        self.processor = from_folder(AutoProcessor, folder, "clip")
         self._classifiers: dict[str, Any] = {}
 
     def _classifier(self, label: str) -> Any:
@@ -143,16 +163,15 @@ class Mask2FormerClip:
     colour_names = COLORS
 
     def __init__(self, options: Mapping[str, str]) -> None:
-        import torch
         from transformers import AutoImageProcessor, Mask2FormerForUniversalSegmentation
 
         opts = take_options(options, "hf", ["detector", "clip"], {"device": "cpu", "batch_size": "4"})
         detector, clip = model_folder(opts["detector"], "detector"), model_folder(opts["clip"], "clip")
-        self.device = torch.device(opts["device"])
+        self.device = device(opts["device"])
         self.batch_size = _positive(opts, "batch_size")
-        self.model = Mask2FormerForUniversalSegmentation.from_pretrained(detector, local_files_only=True)
+        self.model = from_folder(Mask2FormerForUniversalSegmentation, detector, "detector")
         self.model = self.model.to(self.device).eval()
-        self.processor = AutoImageProcessor.from_pretrained(detector, local_files_only=True)
+        self.processor = from_folder(AutoImageProcessor, detector, "detector")
         self.classes = object_names()
         if self.model.config.num_labels != len(self.classes):
             raise UserError(
@@ -208,20 +227,17 @@ class BlipVQA:
     """
 
     def __init__(self, options: Mapping[str, str]) -> None:
-        import torch
         from transformers import AutoProcessor, BlipForQuestionAnswering
 
         opts = take_options(
             options, "hf", ["model"], {"device": "cpu", "batch_size": "16", "max_new_tokens": "10"}
         )
         folder = model_folder(opts["model"], "model")
-        self.device = torch.device(opts["device"])
+        self.device = device(opts["device"])
         self.batch_size = _positive(opts, "batch_size")
         self.max_new_tokens = _positive(opts, "max_new_tokens")
-        self.model = (
-            BlipForQuestionAnswering.from_pretrained(folder, local_files_only=True).to(self.device).eval()
-        )
-        self.processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+        self.model = from_folder(BlipForQuestionAnswering, folder, "model").to(self.device).eval()
+        self.processor = from_folder(AutoProcessor, folder, "model")
         self.name = f"hf({folder.name})"
 
     def answer(self, images: Sequence[np.ndarray], questions: Sequence[str]) -> list[str]:
