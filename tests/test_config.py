@@ -176,3 +176,25 @@ def test_extractor_records_name_what_their_files_record():
 
     assert {e.file_tag for e in EXTRACTORS.values()} == {DIGITS, INCEPTION}
     assert {get_family(f).extractor for f in ("digits", "alitok", "rar")} <= set(EXTRACTORS)
+
+
+def test_what_was_valid_stays_valid_every_preset_and_the_readmes_yaml_examples():
+    """The bounds on numbers and names refuse none of the shipped settings."""
+    import yaml
+
+    from softcfg.config import WorkflowConfig
+    from softcfg.options import validate
+
+    for preset in presets():
+        for method in ("cfg", "softcfg"):
+            assert parse_method({"name": method, "preset": preset}).gamma == presets()[preset]["gamma"]
+    repo = __import__("pathlib").Path(__file__).parents[1]
+    blocks = re.findall(r"^```yaml\n(.*?)^```", (repo / "README.md").read_text(), re.S | re.M)
+    examples = [yaml.safe_load(block) for block in blocks]
+    assert len(examples) >= 2
+    default = yaml.safe_load((repo / "config.yaml").read_text())
+    for example in examples:
+        if "method" in example:  # a RUN.yaml
+            parse_run_config(example, check_files=False)
+        else:  # config.yaml's sections, replacing the default's
+            validate(WorkflowConfig, default | example, "config")
