@@ -152,3 +152,39 @@ def test_bf16_model_entry_samples_and_keeps_rope_in_float32(tmp_path):
     method = parse_method({"name": "softcfg", "gamma": 3.0, "k": 1.0})
     tokens = generate(model, ClassLabels(torch.tensor([0, 1])), method, torch.Generator().manual_seed(0))
     assert tokens.shape == (2, 273) and tokens.max() < 4096
+
+
+def upstream_alitok_decode(decoder: AliTokDecoder, tokens: torch.Tensor, heads: int) -> torch.Tensor:
+    """alitok.py's ``VAutoencoder.decode_tokens`` op for op: codebook rows [B, 1, L, C] made
+    channel-first and contiguous, read back as a transposed [B, L, C] view, ``decoder_embed``, the class
+    tokens prepended, positions added before ``ln_pre``; each block's attention from ``in_proj`` split
+    (K H D) and cast to float32 before SDPA, merged back (H D); the last 256 tokens after ``ln_post`` made
+    channel-first, the 1x1 conv, the (p1 p2 c) unpatchify, ``conv_out`` and a sigmoid."""
+    F = torch.nn.functional
+    b, length = tokens.shape
+    z = decoder.quantize.embedding(tokens.reshape(-1)).reshape(b, 1, length, -1)
+    z = z.permute(0, 3, 1, 2).contiguous()  # b c h w
+    d = decoder.decoder
+    x = d.decoder_embed(z.reshape(b, z.shape[1], length).permute(0, 2, 1))
+    x = torch.cat([d.class_embedding.unsqueeze(0).expand(b, -1, -1).to(x.dtype), x], dim=1)
+    x = d.ln_pre(x + d.latent_token_positional_embedding)
+    for block in d.transformer:
+        qkv = block.attn.in_proj(block.ln_1(x))
+        n, seq, _ = qkv.shape
+        qkv = qkv.reshape(n, seq, 3, heads, -1).permute(2, 0, 3, 1, 4).float()
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        x = x + block.attn.out_proj(out.permute(0, 2, 1, 3).reshape(n, seq, -1))
+        x = x + block.mlp(block.ln_2(x))
+    x = d.ln_post(x[:, -256:])
+    x = d.ffn(x.permute(0, 2, 1).reshape(b, x.shape[-1], 16, 16).contiguous())
+    p = 16
+    x = x.reshape(b, p, p, 3, 16, 16).permute(0, 3, 4, 1, 5, 2).reshape(b, 3, 16 * p, 16 * p)
+    return torch.sigmoid(d.conv_out(x))
+
+
+@torch.no_grad()
+def test_decoder_equals_upstreams_operation_order_bit_for_bit():
+    torch.manual_seed(0)
+    decoder = AliTokDecoder(width=64, layers=2, heads=4).eval()
+    tokens = torch.randint(0, 4096, (2, 273), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(decoder(tokens), upstream_alitok_decode(decoder, tokens, heads=4))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -107,3 +109,47 @@ def test_decoder_loads_a_full_tokenizer_checkpoint_and_decodes_uint8(tmp_path):
     shortcuts = {k.split(".")[2] for k in keys if "nin_shortcut" in k}
     assert shortcuts == {"3", "1"}  # the levels whose width changes: 4ch -> 2ch and 2ch -> 1ch
     assert "decoder.up.0.upsample_conv.weight" not in keys and "decoder.up.4.upsample_conv.weight" in keys
+
+
+def upstream_maskgit_decode(decoder: MaskGitDecoder, codes: torch.Tensor) -> torch.Tensor:
+    """1d-tokenizer's ``PretrainedTokenizer.decode`` op for op: codebook rows reshaped channel-last and
+    permuted (a non-contiguous view, as ``get_codebook_entry`` leaves it), the decoder with ``F.silu``
+    and "SAME" padding from ``calc_same_pad``, a residual added after the block (``h + residual``, the
+    width-changing shortcut taken of ``h``), then clamped to [0, 1]."""
+    F = torch.nn.functional
+
+    def conv(layer, x):
+        pads = [max((math.ceil(i / s) - 1) * s + (k - 1) * dil + 1 - i, 0) for i, k, s, dil in
+                zip(x.shape[-2:], layer.kernel_size, layer.stride, layer.dilation, strict=True)]  # fmt: skip
+        if any(pads):
+            x = F.pad(x, [pads[1] // 2, pads[1] - pads[1] // 2, pads[0] // 2, pads[0] - pads[0] // 2])
+        return F.conv2d(x, layer.weight, layer.bias, layer.stride, 0, layer.dilation, layer.groups)
+
+    def res(block, x):
+        residual = x
+        h = conv(block.conv2, F.silu(block.norm2(conv(block.conv1, F.silu(block.norm1(x))))))
+        if hasattr(block, "nin_shortcut"):
+            residual = conv(block.nin_shortcut, h)
+        return h + residual
+
+    n, length = codes.shape
+    side = int(math.sqrt(length))
+    z = decoder.quantize.embedding(codes).reshape(n, side, side, -1).permute(0, 3, 1, 2)
+    d = decoder.decoder
+    h = conv(d.conv_in, z)
+    for block in d.mid:
+        h = res(block, h)
+    for level in reversed(d.up):
+        for block in level.block:
+            h = res(block, h)
+        if hasattr(level, "upsample_conv"):
+            h = conv(level.upsample_conv, F.interpolate(h, scale_factor=2.0, mode="nearest"))
+    return torch.clamp(conv(d.conv_out, F.silu(d.norm_out(h))), 0.0, 1.0)
+
+
+@torch.no_grad()
+def test_maskgit_decoder_equals_upstreams_operation_order_bit_for_bit():
+    torch.manual_seed(0)
+    decoder = MaskGitDecoder(channels=32, z_channels=32, codebook=64).eval()
+    codes = torch.randint(0, 64, (2, 4), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(decoder(codes), upstream_maskgit_decode(decoder, codes))

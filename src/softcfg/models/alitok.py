@@ -133,7 +133,9 @@ class AliTokDecoder(nn.Module):
         for block in d.transformer:
             x = block(x)
         x = d.ln_post(x[:, -GRID * GRID :])  # the grid tokens
-        x = x.transpose(1, 2).reshape(x.shape[0], -1, GRID, GRID)
+        # contiguous, as upstream: the transposed view has channels-last strides, and a convolution of
+        # those rounds differently
+        x = x.transpose(1, 2).reshape(x.shape[0], -1, GRID, GRID).contiguous()
         return torch.sigmoid(d.conv_out(unpatchify(d.ffn(x))))
 
 
