@@ -404,3 +404,72 @@ def test_bf16_entry_keeps_the_decoder_in_float32(tmp_path):
     assert torch.equal(bf16.decode_images(tokens), fp32.decode_images(tokens))
     method = parse_method({"name": "softcfg", "preset": "llamagen-B-256"})
     assert generate(bf16, ClassLabels(torch.tensor([0, 1])), method).shape == (2, 256)
+
+
+def upstream_cached_logits(model: LlamaGen, labels: torch.Tensor, tokens: torch.Tensor) -> list[torch.Tensor]:
+    """gpt.py's cached generation op for op, in the model's dtype: ``setup_caches``' static caches of
+    find_multiple(1 + T, 8) slots and ``causal_mask``; per step, q | k | v split, pairs rotated in float32
+    and cast back, k and v written at ``input_pos``, ``scaled_dot_product_attention`` over the whole cache
+    with ``causal_mask[:, None, input_pos]``, heads merged, ``wo``; RMSNorm, SwiGLU and the head are the
+    model's own modules. Returns the logits of tokens 0..T-1."""
+    g, c = model.generator, model.generator.config
+    batch, hd, dtype = labels.shape[0], c.dim // c.heads, g.output.weight.dtype
+    slots = (1 + model.num_tokens + 7) // 8 * 8
+    caches = [
+        (
+            torch.zeros(batch, c.heads, slots, hd, dtype=dtype),
+            torch.zeros(batch, c.heads, slots, hd, dtype=dtype),
+        )
+        for _ in g.layers
+    ]
+    causal = torch.tril(torch.ones(slots, slots, dtype=torch.bool)).unsqueeze(0).repeat(batch, 1, 1)
+
+    def rotate(x, freqs):  # x [B, S, H, hd]
+        xs = x.float().reshape(*x.shape[:-1], -1, 2)
+        freqs = freqs.view(1, xs.size(1), 1, xs.size(3), 2)
+        out = torch.stack(
+            [xs[..., 0] * freqs[..., 0] - xs[..., 1] * freqs[..., 1],
+             xs[..., 1] * freqs[..., 0] + xs[..., 0] * freqs[..., 1]], dim=-1
+        )  # fmt: skip
+        return out.flatten(3).type_as(x)
+
+    def step(x, pos):
+        input_pos = torch.tensor([pos])
+        for block, (k_cache, v_cache) in zip(g.layers, caches, strict=True):
+            xq, xk, xv = block.attention.wqkv(block.attention_norm(x)).split([c.dim] * 3, dim=-1)
+            xq, xk, xv = (t.view(batch, 1, c.heads, hd) for t in (xq, xk, xv))
+            xq, xk = rotate(xq, g.rope[input_pos]), rotate(xk, g.rope[input_pos])
+            xq, xk, xv = (t.transpose(1, 2) for t in (xq, xk, xv))
+            k_cache[:, :, input_pos], v_cache[:, :, input_pos] = xk, xv
+            out = F.scaled_dot_product_attention(
+                xq, k_cache, v_cache, attn_mask=causal[:, None, input_pos], is_causal=False
+            )
+            x = x + block.attention.wo(out.transpose(1, 2).contiguous().view(batch, 1, c.dim))
+            x = x + block.feed_forward(block.ffn_norm(x))
+        return g.output(g.norm(x))[:, -1]
+
+    logits = [step(g.cls_embedding.embedding_table(labels)[:, None], 0)]
+    for j in range(tokens.shape[1] - 1):
+        logits.append(step(g.tok_embeddings(tokens[:, j])[:, None], 1 + j))
+    return logits
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_cached_cfg_logits_equal_upstreams_sdpa_over_its_static_cache_bit_for_bit(dtype):
+    """Unweighted steps (CFG, none, SoftCFG before its first weight or at strength 0) attend in upstream's
+    order, so a bf16 CFG run has upstream's bf16 logits; SoftCFG's weighted steps keep float32 scores."""
+    from softcfg.models.attention import SlotWeights
+
+    torch.manual_seed(0)
+    model = LlamaGen(LlamaGenConfig(dim=64, depth=2, heads=4)).eval().to(dtype)
+    labels = torch.tensor([3, 7, 1000, 1000])  # a CFG batch: conditional rows, then the null class
+    tokens = torch.randint(0, 16384, (4, model.num_tokens), generator=torch.Generator().manual_seed(1))
+    expected = upstream_cached_logits(model, labels, tokens)
+    for weights in (None, "uniform"):
+        cache = model.new_cache(4)
+        ours = [model.prefill(ClassLabels(labels), cache)]
+        for j in range(model.num_tokens - 1):
+            ones = SlotWeights(torch.ones(2, 2 + j), "v", uniform=True) if weights else None
+            ours.append(model.decode(tokens[:, j], j, cache, ones))
+        assert all(torch.equal(a, b) for a, b in zip(ours, expected, strict=True)), weights

@@ -84,7 +84,8 @@ class SoftCFGPerturbation(CachePerturbation):
             self.slots[:, self.first_slot : self.first_slot + start - 1] = w
             self._current = w
         visible = self.model.prediction_slot(end - 1) + 1  # includes the slots appended at this step
-        return self.slot_weights_type(self.slots[:, :visible], self.target)
+        uniform = start < 2 or self.method.strength == 0  # w = 1 everywhere: no weight to apply
+        return self.slot_weights_type(self.slots[:, :visible], self.target, uniform)
 
     def observe(self, step: int, seen: StepLogits) -> None:
         start, end = self.model.step_span(step)

@@ -65,6 +65,9 @@ class SlotWeights:
 
     weights: Tensor
     target: str = "v"
+    uniform: bool = False
+    """Every weight is 1 (SoftCFG before its first weighted step, or at strength 0): a family may then
+    attend as without weights, in its upstream's operation order, so that such a step is CFG's."""
 
     @property
     def on_keys(self) -> bool:
@@ -85,6 +88,18 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         return F.scaled_dot_product_attention(q, k, v)
     mask = torch.ones(num_q, num_s, dtype=torch.bool, device=q.device).tril(num_s - num_q)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def masked_cache_attention(q: Tensor, k: Tensor, v: Tensor, layer: int, cache: KVCache) -> Tensor:
+    """Unweighted attention as LlamaGen's upstream computes it with its static cache: store ``k, v``,
+    then ``scaled_dot_product_attention`` of the step's queries over the whole preallocated cache with a
+    bool causal mask [1, 1, Q, max_len] (the unfilled slots hidden). On CPU and in bf16 its numbers
+    differ from attention over the filled slots alone, and from ``decode_attention``'s bf16 scores."""
+    start = cache.length
+    cache.write(layer, k, v)
+    position = torch.arange(start, start + q.shape[2], device=q.device)[:, None]
+    mask = torch.arange(cache.max_len, device=q.device)[None, :] <= position
+    return F.scaled_dot_product_attention(q, cache.k[layer], cache.v[layer], attn_mask=mask[None, None])
 
 
 def block_causal_mask(block_sizes: Sequence[int], device: torch.device | str = "cpu") -> Tensor:

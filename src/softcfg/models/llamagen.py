@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from softcfg.conditioning import ClassLabels
-from softcfg.models.attention import KVCache, SlotWeights, StaticStep, attend
+from softcfg.models.attention import KVCache, SlotWeights, StaticStep, attend, masked_cache_attention
 from softcfg.models.base import (
     ARModel,
     load_state_dict_strict,
@@ -85,7 +85,11 @@ class Attention(nn.Module):
     ) -> Tensor:
         n, length, dim = x.shape
         q, k, v = self.wqkv(x).view(n, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # [N, H, L, hd]
-        out = attend(apply_rope(q, rope), apply_rope(k, rope), v, layer, cache, slot_weights)
+        q, k = apply_rope(q, rope), apply_rope(k, rope)
+        if isinstance(cache, KVCache) and (slot_weights is None or slot_weights.uniform):
+            out = masked_cache_attention(q, k, v, layer, cache)  # upstream's order: CFG's bf16 logits
+        else:
+            out = attend(q, k, v, layer, cache, slot_weights)
         return self.wo(out.transpose(1, 2).reshape(n, length, dim))
 
 
@@ -148,8 +152,11 @@ class LlamaGen(ARModel):
         self.eval_size = eval_size
 
     def new_cache(self, batch: int) -> KVCache:
+        """Upstream's static cache length: the class token and every image token, rounded up to 8
+        (``setup_caches``' ``find_multiple``), which ``masked_cache_attention`` attends over."""
         c, p = self.generator.config, self.generator.output.weight
-        return KVCache(c.depth, batch, c.heads, self.num_slots, c.dim // c.heads, p.dtype, p.device)
+        slots = -(-(self.prefix_len + self.num_tokens) // 8) * 8
+        return KVCache(c.depth, batch, c.heads, slots, c.dim // c.heads, p.dtype, p.device)
 
     def _class_token(self, conditions: ClassLabels) -> Tensor:
         return self.generator.cls_embedding.embedding_table(conditions.labels)[:, None]  # [N, 1, D]
