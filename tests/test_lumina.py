@@ -210,7 +210,7 @@ def test_images_are_the_codes_decoded_and_converted_as_upstream(model, files):
     )
     decoder = load_movq_decoder(files[1])
     with torch.no_grad():
-        pixels = decoder(codes)
+        pixels = upstream_movq_decode(decoder, codes)
     assert pixels.shape == (2, 3, IMAGE_SIZE, IMAGE_SIZE)
     assert torch.equal(images, movq_images_to_uint8(pixels))
     x = torch.tensor([-1.2, -1.0, -0.996, 0.0, 0.5, 0.99, 1.0, 1.3]).view(1, 1, 1, -1).expand(1, 3, 1, -1)
@@ -284,3 +284,56 @@ def test_bad_folders_and_files_are_refused_naming_what_is_wrong(tmp_path, files)
     torch.save({"encoder.conv_in.weight": torch.zeros(1)}, tmp_path / "encoder.ckpt")
     with pytest.raises(UserError, match=r"holds no state dict with 'quantize\.embedding\.weight'"):
         load_movq_decoder(tmp_path / "encoder.ckpt")
+
+
+def upstream_movq_decode(decoder, codes: torch.Tensor) -> torch.Tensor:
+    """movqgan's ``VQ.decode_code`` op for op, one image at a time as Lumina's ``inference_solver`` calls
+    it: codebook rows viewed (1, h, w, 4), made channel-first and contiguous, ``post_quant_conv``, then the
+    decoder with ``nonlinearity`` = x sigmoid(x), SpatialNorm (zq resized nearest, GroupNorm(f) * conv_y +
+    conv_b), ``x + h`` residuals, bmm attention scaled after q k^T, nearest upsampling then a conv."""
+
+    def swish(x):
+        return x * torch.sigmoid(x)
+
+    def norm(layer, f, zq):
+        zq = F.interpolate(zq, size=f.shape[-2:], mode="nearest")
+        return layer.norm_layer(f) * layer.conv_y(zq) + layer.conv_b(zq)
+
+    def res(block, x, zq):
+        h = block.conv2(swish(norm(block.norm2, block.conv1(swish(norm(block.norm1, x, zq))), zq)))
+        return (x if block.nin_shortcut is None else block.nin_shortcut(x)) + h
+
+    def attn(block, x, zq):
+        y = norm(block.norm, x, zq)
+        q, k, v = block.q(y), block.k(y), block.v(y)
+        b, c, h, w = q.shape
+        w_ = torch.bmm(q.reshape(b, c, h * w).permute(0, 2, 1), k.reshape(b, c, h * w))
+        w_ = F.softmax(w_ * (int(c) ** (-0.5)), dim=2)
+        return x + block.proj_out(torch.bmm(v.reshape(b, c, h * w), w_.permute(0, 2, 1)).reshape(b, c, h, w))
+
+    images = []
+    d = decoder.decoder
+    for code in codes:
+        h, w = code.shape
+        quant = decoder.quantize.embedding(code.flatten()).view(1, h, w, -1).permute(0, 3, 1, 2).contiguous()
+        x = d.conv_in(decoder.post_quant_conv(quant))
+        x = res(d.mid.block_2, attn(d.mid.attn_1, res(d.mid.block_1, x, quant), quant), quant)
+        for level in reversed(d.up):
+            for j, block in enumerate(level.block):
+                x = res(block, x, quant)
+                if len(level.attn):
+                    x = attn(level.attn[j], x, quant)
+            if level.upsample is not None:
+                x = level.upsample.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        images.append(d.conv_out(swish(norm(d.norm_out, x, quant))))
+    return torch.cat(images)
+
+
+@torch.no_grad()
+def test_movq_decoder_equals_upstreams_operation_order_bit_for_bit(files):
+    """Image by image, as upstream decodes (and ``decode_images`` does): a batch of three rounds
+    differently in its convolutions."""
+    decoder = load_movq_decoder(files[1])
+    codes = torch.randint(0, 16384, (3, GRID, GRID), generator=torch.Generator().manual_seed(4))
+    upstream = upstream_movq_decode(decoder, codes)
+    assert torch.equal(torch.cat([decoder(code[None]) for code in codes]), upstream)

@@ -47,7 +47,7 @@ from softcfg.models.chameleon import (
     read_safetensors_folder,
 )
 from softcfg.models.movqgan import MoVQDecoder, load_movq_decoder, movq_images_to_uint8
-from softcfg.options import ConfigError, UserError
+from softcfg.options import ConfigError, UserError, first_line
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -214,11 +214,14 @@ class LuminaMGPT2(ARModel):
             raise UserError("lumina: decoding tokens to images needs the model entry's tokenizer (MoVQGAN)")
         codes = tokens.view(-1, self.rows, self.cols + 1)[:, :, : self.cols]
         weight = self.tokenizer.post_quant_conv.weight
-        return movq_images_to_uint8(self.tokenizer(codes.to(weight.device)))
+        # one image at a time, as the official inference_solver decodes: a batched convolution rounds
+        # differently (pixels off by one grey level at truncation edges)
+        pixels = torch.cat([self.tokenizer(code[None].to(weight.device)) for code in codes])
+        return movq_images_to_uint8(pixels)
 
 
 def _folder_error(folder: Path, what: str, exc: Exception | None = None) -> UserError:
-    detail = f": {exc}" if exc is not None else ""
+    detail = f": {first_line(exc)}" if exc is not None else ""
     return UserError(f"model.checkpoint: {folder} is not a Lumina-mGPT 2.0 folder ({what}){detail}")
 
 
