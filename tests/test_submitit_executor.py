@@ -14,7 +14,9 @@ import pytest
 from snakemake_interface_common.exceptions import WorkflowError
 
 import snakemake_executor_plugin_submitit as plugin
+from snakemake_executor_plugin_submitit import command as command_module
 from snakemake_executor_plugin_submitit.attempts import Attempts
+from snakemake_executor_plugin_submitit.command import ShellCommand
 from softcfg.io.shards import manifest_path, shard_verified
 
 pytestmark = pytest.mark.cluster
@@ -85,6 +87,38 @@ def test_settings_are_read_from_the_environment(monkeypatch):
     assert (settings.partition, settings.account, settings.runtime) == ("gpu", "proj", 60)
 
 
+def test_snakemake_runs_without_submitit_and_the_executor_says_what_it_needs(tmp_path):
+    """Snakemake imports every installed executor plugin at start: without submitit (``[workflow]``
+    without ``[cluster]``) a dry run still plans, and only choosing this executor names what is missing."""
+    import subprocess
+
+    from workflow_kit import REPO, env
+
+    blocker = tmp_path / "no_submitit"
+    blocker.mkdir()
+    (blocker / "submitit.py").write_text("raise ImportError('No module named submitit (blocked)')\n")
+    environment = env()
+    environment["PYTHONPATH"] = os.pathsep.join([str(blocker), environment.get("PYTHONPATH", "")])
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    (tmp_path / "src").symlink_to(REPO / "src")  # the default's prompt set, src/softcfg/data/...
+    base = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+            str(tmp_path)]  # fmt: skip
+    planned = subprocess.run(
+        [*base, "--cores", "1", "--dry-run"], env=environment, capture_output=True, text=True, timeout=300
+    )
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    assert "submitit" not in planned.stdout + planned.stderr
+    chosen = subprocess.run(
+        [*base, "--executor", "submitit", "--jobs", "1"], env=environment, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert chosen.returncode != 0 and not (tmp_path / "results").exists()
+    assert (
+        "the submitit executor needs submitit: pip install 'softcfg[cluster]'"
+        in chosen.stdout + chosen.stderr
+    )
+
+
 def test_each_job_keeps_its_attempts_per_run_of_the_executor(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ex = executor(tmp_path, monkeypatch, log_dir=".snakemake/submitit")
@@ -103,7 +137,7 @@ def task(tmp_path, monkeypatch):
     for key, value in {"SLURM_JOB_ID": "42", "SLURM_ARRAY_JOB_ID": "40", "SLURM_ARRAY_TASK_ID": "2"}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
-    monkeypatch.setattr(plugin, "STOP_GRACE_S", 0.0)
+    monkeypatch.setattr(command_module, "STOP_GRACE_S", 0.0)
     previous = signal.getsignal(signal.SIGTERM)
     shard = tmp_path / "samples" / "shard_0000.npz"
     log = tmp_path / "logs" / "shard_0000.log"
@@ -132,11 +166,11 @@ def command(attempts: Attempts, word: str, then: str = "") -> str:
 
 
 def test_a_restart_after_success_keeps_the_verified_outputs_and_every_attempt_log(task, monkeypatch):
-    plugin.ShellCommand(command(task, "first"), task)()
+    ShellCommand(command(task, "first"), task)()
     shard = task.outputs[0]
     stamp = shard.stat().st_mtime_ns
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # SLURM started the finished task again
-    plugin.ShellCommand(command(task, "second", "; exit 3"), task)()  # returns at once, runs nothing
+    ShellCommand(command(task, "second", "; exit 3"), task)()  # returns at once, runs nothing
     assert shard.stat().st_mtime_ns == stamp
     log = task.logs[0].read_text()
     assert log.count("=== attempt ") == 4  # two headers, two outcomes
@@ -149,17 +183,17 @@ def test_a_restart_after_success_keeps_the_verified_outputs_and_every_attempt_lo
         f.seek(-1, 2)
         f.write(b"\x01")
     os.utime(shard, ns=(stamp, stamp))
-    plugin.ShellCommand(command(task, "third"), task)()
+    ShellCommand(command(task, "third"), task)()
     assert "sampled third" in task.logs[0].read_text() and shard_verified(shard)
 
 
 def test_an_attempt_stopped_by_slurm_leaves_no_result_and_its_log_survives_the_next(task):
     stop = command(task, "first") + "; kill -TERM $PPID; exit 1"  # SLURM signals the whole step
     with pytest.raises(SystemExit):  # submitit writes no result for it: the requeued start follows
-        plugin.ShellCommand(stop, task)()
+        ShellCommand(stop, task)()
     with pytest.raises(RuntimeError, match="status 3"):  # a genuine failure is the job's result
-        plugin.ShellCommand(command(task, "second", "; exit 3"), task)()
-    plugin.ShellCommand(command(task, "third"), task)()
+        ShellCommand(command(task, "second", "; exit 3"), task)()
+    ShellCommand(command(task, "third"), task)()
     log = task.logs[0].read_text()
     assert "attempt 1 was stopped by SLURM" in log and "attempt 2 failed with exit status 3" in log
     assert log.index("sampled first") < log.index("sampled second") < log.index("sampled third")
