@@ -143,14 +143,13 @@ def test_checkpoint_round_trip_and_loading_by_family(trained, tmp_path: Path):
 
 
 def test_cli_trains_the_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
-    import softcfg.models.digits_text as models
     import softcfg.training.digits_text as training
 
-    # the command's defaults, made tiny (it imports them when it runs)
+    # the family's trainer's defaults, made tiny (it reads them when it runs)
     monkeypatch.setattr(
         training, "TextTraining", partial(TextTraining, **{**vars(TINY_TRAINING), "steps": 30})
     )
-    monkeypatch.setattr(models, "DigitsTextConfig", partial(DigitsTextConfig, **vars(TINY)))
+    monkeypatch.setattr(training, "DigitsTextConfig", partial(DigitsTextConfig, **vars(TINY)))
     out = tmp_path / "gen.pt"
     main(["train", "--generator", str(out), "--family", "digits_text", "--steps", "3", "--seed", "1"])
     model = load_digits_text(out)

@@ -59,3 +59,30 @@ def test_softcfg_sample_runs_the_installed_method_and_family(plugin_site, tmp_pa
     with np.load(tmp_path / "p" / "shard_0001.npz") as p, np.load(tmp_path / "c" / "shard_0001.npz") as c:
         assert np.array_equal(p["arr_0"], c["arr_0"]) and np.array_equal(p["arr_1"], c["arr_1"])
         assert len(np.unique(p["arr_0"].reshape(6, -1), axis=0)) > 1
+
+
+def test_an_installed_family_with_a_trainer_is_trained_by_softcfg_train(plugin_site, tmp_path):
+    """A trainer in the family's record is all ``softcfg train`` (and the workflow's train rule, which
+    calls it) needs: the copy trains the digits model, the same bytes for the same seed and steps; a
+    family without one is refused in one line."""
+    import torch
+
+    outs = {}
+    for family in ("digits_copy", "digits"):
+        outs[family] = tmp_path / family / "generator.pt"
+        subprocess.run(
+            [sys.executable, "-m", "softcfg", "train", "--generator", str(outs[family]), "--family", family,
+             "--steps", "3", "--seed", "2"],
+            check=True, env=env(plugin_site), timeout=time_limit(300), capture_output=True,
+        )  # fmt: skip
+    assert outs["digits_copy"].read_bytes() == outs["digits"].read_bytes()
+    assert torch.load(outs["digits"])["seed"] == 2
+    refused = subprocess.run(
+        [sys.executable, "-m", "softcfg", "train", "--generator", str(tmp_path / "x.pt"), "--family", "rar"],
+        env=env(plugin_site), timeout=time_limit(300), capture_output=True, text=True,
+    )  # fmt: skip
+    assert refused.returncode == 2 and not (tmp_path / "x.pt").exists()
+    assert refused.stderr.strip() == (
+        "softcfg: error: --family: 'rar' has no trainer (trainable: digits, digits_text, digits_scales, "
+        "digits_copy)"
+    )

@@ -9,7 +9,6 @@ keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -26,7 +25,6 @@ from softcfg.report import FIGURES, TABLES
 if TYPE_CHECKING:
     from softcfg.conditioning import Conditions
     from softcfg.config import RunConfig
-    from softcfg.data.digits import DigitsSplit
     from softcfg.metrics.bootstrap import Resampling
     from softcfg.metrics.inception import InceptionWeights
     from softcfg.models.base import ARModel
@@ -51,56 +49,42 @@ def _check_inputs(paths: list[str], flag: str) -> None:
             _fail(f"{flag}: file not found: {p}")
 
 
-def _train_generator(family: str, split: DigitsSplit, steps: int | None, seed: int) -> tuple:
-    """(model, report, steps trained, checkpoint writer) of a trainable family, with its tuned defaults."""
-    if family == "digits_scales":
-        from softcfg.models.digits_scales import DigitsScalesConfig, save_digits_scales
-        from softcfg.training.digits_scales import SCALES_TRAINING, train_digits_scales
-
-        training = SCALES_TRAINING if steps is None else dataclasses.replace(SCALES_TRAINING, steps=steps)
-        model, report = train_digits_scales(split, DigitsScalesConfig(), training, seed)
-        return model, report, training.steps, save_digits_scales
-    if family == "digits_text":  # scenes of digits drawn from the seed, the digit split its own
-        from softcfg.models.digits_text import DigitsTextConfig, save_digits_text
-        from softcfg.training.digits_text import TextTraining, train_digits_text
-
-        text_training = TextTraining() if steps is None else TextTraining(steps=steps)
-        model, report = train_digits_text(DigitsTextConfig(), text_training, seed)
-        return model, report, text_training.steps, save_digits_text
-    from softcfg.models.digits import DigitsARConfig, save_digits_ar
-    from softcfg.training.digits import ARTraining, train_digits_ar
-
-    training = ARTraining() if steps is None else ARTraining(steps=steps)
-    model, report = train_digits_ar(split, DigitsARConfig(), training, seed)
-    return model, report, training.steps, save_digits_ar
-
-
 def cmd_train(args: argparse.Namespace) -> None:
     from softcfg.data.digits import split_digits
     from softcfg.io.atomic import atomic_path, atomic_write_text
     from softcfg.models.digits_classifier import save_digits_classifier
+    from softcfg.models.registry import family_names, get_family
     from softcfg.training.digits import train_digits_classifier
 
     if args.steps is not None and args.steps < 1:
         _fail(f"--steps must be >= 1, got {args.steps}")
     if not (args.generator or args.classifier):
         _fail("give --generator and/or --classifier")
+    try:
+        family = get_family(args.family) if args.generator else None
+    except ConfigError as exc:  # "model.family: unknown ..."
+        _fail(f"--family: {str(exc).partition(': ')[2]}")
+    if family is not None and not family.trainable:
+        trainable = [name for name in family_names() if get_family(name).trainable]
+        _fail(f"--family: {args.family!r} has no trainer (trainable: {', '.join(trainable)})")
     _set_threads(args.threads)
-    split = split_digits(args.seed)
-    if args.generator:
-        model, report, steps, save = _train_generator(args.family, split, args.steps, args.seed)
-        with atomic_path(args.generator) as tmp:
-            save(model, tmp, {"seed": args.seed})  # timings stay out: same seed, same bytes
+    if family is not None:
+        trained = family.train(args.steps, args.seed)
+        report = trained.report
+        # into an open file: torch.save names its archive after a path's (random) temporary name; timings
+        # stay out of the checkpoint: same seed, same bytes
+        with atomic_path(args.generator) as tmp, open(tmp, "wb") as f:
+            trained.save(trained.model, f, {"seed": args.seed})
         atomic_write_text(Path(args.generator).with_suffix(".json"), json.dumps(report, indent=2) + "\n")
         print(
             f"generator ({args.family}): train loss {report['train_loss']:.4f}, held-out loss "
-            f"{report['heldout_loss']:.4f} (best step {report['best_step']} of {steps}, "
+            f"{report['heldout_loss']:.4f} (best step {report['best_step']} of {trained.steps}, "
             f"{report['seconds']:.0f} s)"
         )
     if args.classifier:
-        classifier, report = train_digits_classifier(split, args.seed)
-        with atomic_path(args.classifier) as tmp:
-            save_digits_classifier(classifier, tmp, {"seed": args.seed})
+        classifier, report = train_digits_classifier(split_digits(args.seed), args.seed)
+        with atomic_path(args.classifier) as tmp, open(tmp, "wb") as f:
+            save_digits_classifier(classifier, f, {"seed": args.seed})
         atomic_write_text(Path(args.classifier).with_suffix(".json"), json.dumps(report, indent=2) + "\n")
         print(f"classifier: held-out accuracy {report['heldout_accuracy']:.4f}")
 
@@ -615,9 +599,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generator", help="write the generator checkpoint here (+ .json report)")
     p.add_argument(
         "--family",
-        choices=("digits", "digits_scales", "digits_text"),
         default="digits",
-        help="the generator: next-token (digits), next-scale (digits_scales) or text-to-scene (digits_text)",
+        help="a family with a trainer: next-token (digits), next-scale (digits_scales), text-to-scene "
+        "(digits_text), or an installed one",
     )
     p.add_argument("--classifier", help="write the classifier checkpoint here (+ .json report)")
     p.add_argument("--seed", type=int, default=0)

@@ -33,5 +33,11 @@ class SharpenedCFG(CFG):
         return guidance
 
 
-# A model family from outside the package: the embedded digits model under another name.
-DIGITS_COPY = Family("digits_copy", "softcfg.models.loading:load_digits", extractor="digits")
+# A model family from outside the package: the embedded digits model under another name, trainable by
+# the workflow through the digits trainer (its record names it).
+DIGITS_COPY = Family(
+    "digits_copy",
+    "softcfg.models.loading:load_digits",
+    extractor="digits",
+    trainer="softcfg.training.digits:train_generator",
+)

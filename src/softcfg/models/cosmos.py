@@ -125,8 +125,9 @@ class ResnetBlock(nn.Module):
 
 
 class Attention(nn.Module):
-    """Single-head attention in upstream's order (q k^T, x c^-1/2, softmax): over each frame's pixels
-    (``temporal`` False) or, causally, over each pixel's frames."""
+    """Single-head attention in upstream's order and layouts, which can change a matmul's rounding
+    (q k^T, x c^-1/2, softmax; then v w^T over each frame's pixels, or causally w v over each pixel's
+    frames, q k v first copied as ``(B H W), C, T``)."""
 
     def __init__(self, channels: int, temporal: bool) -> None:
         super().__init__()
@@ -138,18 +139,18 @@ class Attention(nn.Module):
         h = self.norm(x)
         q, k, v = self.q(h), self.k(h), self.v(h)
         b, c, t, height, width = q.shape
-        if self.temporal:  # [(B H W), T, C]
-            q, k, v = (y.permute(0, 3, 4, 2, 1).reshape(-1, t, c) for y in (q, k, v))
-        else:  # [(B T), H W, C]
-            q, k, v = (frames_to_batch(y).flatten(2).transpose(1, 2) for y in (q, k, v))
-        w = torch.bmm(q, k.transpose(1, 2)) * c**-0.5
+        if self.temporal:  # [(B H W), C, T]
+            q, k, v = (y.permute(0, 3, 4, 1, 2).reshape(-1, c, t) for y in (q, k, v))
+        else:  # [(B T), C, H W]
+            q, k, v = (frames_to_batch(y).flatten(2) for y in (q, k, v))
+        w = torch.bmm(q.transpose(1, 2), k) * c**-0.5
         if self.temporal:
             w = w.masked_fill(torch.ones_like(w).tril() == 0, float("-inf"))
-        out = torch.bmm(torch.softmax(w, dim=2), v)
-        if self.temporal:
-            out = out.reshape(b, height, width, t, c).permute(0, 4, 3, 1, 2)
+            out = torch.bmm(torch.softmax(w, dim=2), v.transpose(1, 2)).transpose(1, 2).reshape(-1, c, t)
+            out = out.reshape(b, height, width, c, t).permute(0, 3, 4, 1, 2)
         else:
-            out = batch_to_frames(out.transpose(1, 2).reshape(b * t, c, height, width), b)
+            out = torch.bmm(v, torch.softmax(w, dim=2).transpose(1, 2))
+            out = batch_to_frames(out.reshape(b * t, c, height, width), b)
         return x + self.proj_out(out)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch import Tensor
@@ -36,7 +37,7 @@ class DigitsAR(ClassConditionalGPT):
         return tokens_to_uint8_images(tokens)
 
 
-def save_digits_ar(model: DigitsAR, path: str | Path, extra: dict | None = None) -> None:
+def save_digits_ar(model: DigitsAR, path: str | Path | BinaryIO, extra: dict | None = None) -> None:
     torch.save(
         {"config": asdict(model.digits_config), "state_dict": model.state_dict(), **(extra or {})}, path
     )

@@ -6,6 +6,7 @@ It reads images as written to disk (uint8 NHWC), so it scores the output of any 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch import Tensor, nn
@@ -43,7 +44,9 @@ class DigitsClassifier(nn.Module):
         return features, self.head(features)
 
 
-def save_digits_classifier(model: DigitsClassifier, path: str | Path, extra: dict | None = None) -> None:
+def save_digits_classifier(
+    model: DigitsClassifier, path: str | Path | BinaryIO, extra: dict | None = None
+) -> None:
     torch.save({"state_dict": model.state_dict(), **(extra or {})}, path)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 import torch.nn.functional as F
@@ -145,7 +146,7 @@ class DigitsScales(NextScaleModel):
         return tokens_to_uint8_images(tokens[:, -IMAGE_SIDE * IMAGE_SIDE :])
 
 
-def save_digits_scales(model: DigitsScales, path: str | Path, extra: dict | None = None) -> None:
+def save_digits_scales(model: DigitsScales, path: str | Path | BinaryIO, extra: dict | None = None) -> None:
     torch.save(
         {"config": asdict(model.digits_config), "state_dict": model.state_dict(), **(extra or {})}, path
     )

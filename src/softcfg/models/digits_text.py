@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 import torch.nn.functional as F
@@ -85,7 +86,7 @@ class DigitsTextGPT(PrefixGPT):
         return tokens_to_images(tokens, self.codebook)
 
 
-def save_digits_text(model: DigitsTextGPT, path: str | Path, extra: dict | None = None) -> None:
+def save_digits_text(model: DigitsTextGPT, path: str | Path | BinaryIO, extra: dict | None = None) -> None:
     """Weights, dimensions and the vocabulary (ids are positions in it)."""
     torch.save(
         {

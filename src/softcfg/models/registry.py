@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from softcfg.config import ModelEntry
     from softcfg.data.prompts import PromptReader
     from softcfg.models.base import ARModel
+    from softcfg.training import TrainedGenerator
 
 ENTRY_POINT_GROUP = "softcfg.models"
 
@@ -43,7 +44,9 @@ class Family:
     top_p_rule: str = "ascending"  # its upstream sampler's nucleus cut (softcfg.guidance.cfg.TOP_P_RULES)
     paper_rows: Mapping[str, str] = field(default_factory=dict)  # preset key -> Table 1 "generator" column
     extractor: str = "inception"  # the feature extractor that scores its samples (softcfg.metrics)
-    trainable: bool = False  # the workflow can train it itself (rule train_generator)
+    trainer: str = ""
+    """``package.module:function``, function(steps, seed) -> ``softcfg.training.TrainedGenerator``: the
+    workflow trains the family itself (rule train_generator, ``softcfg train --family``)."""
     conditioning: str = "class"  # its ARModel.conditioning: "text" families sample a prompt set
     next_scale: bool = False
     """Its model is a ``NextScaleModel`` (one step per scale): SSG applies to these only."""
@@ -69,6 +72,14 @@ class Family:
             return None
         module, _, function = self.prompt_reader.partition(":")
         return getattr(import_module(module), function)(entry, trained)
+
+    @property
+    def trainable(self) -> bool:
+        return bool(self.trainer)
+
+    def train(self, steps: int | None, seed: int) -> TrainedGenerator:
+        module, _, function = self.trainer.partition(":")
+        return getattr(import_module(module), function)(steps, seed)
 
     def batch_size(self, size: str | None, image_size: int | None) -> int | None:
         """The ``auto`` batch size of a model entry's size, or None where the table has none."""
@@ -96,12 +107,17 @@ _SIMPLEAR_PRESET = {"gamma": 6.0, "k": 0.0, "temperature": 1.0, "top_k": 64000, 
 _VAR_PRESET = {"gamma": 2.5, "schedule": "ramp", "top_k": 900, "top_p": 0.96, "temperature": 1.0}
 
 _BUILTIN = (
-    Family("digits", "softcfg.models.loading:load_digits", extractor="digits", trainable=True),
+    Family(
+        "digits",
+        "softcfg.models.loading:load_digits",
+        extractor="digits",
+        trainer="softcfg.training.digits:train_generator",
+    ),
     Family(
         "digits_text",
         "softcfg.models.loading:load_digits_text",
         extractor="none",  # digit scenes: GenEval-style scoring, not the digits metric suite
-        trainable=True,
+        trainer="softcfg.training.digits_text:train_generator",
         conditioning="text",
         prompt_reader="softcfg.data.captions:prompt_reader",
     ),
@@ -109,7 +125,7 @@ _BUILTIN = (
         "digits_scales",
         "softcfg.models.loading:load_digits_scales",
         extractor="digits",
-        trainable=True,
+        trainer="softcfg.training.digits_scales:train_generator",
         next_scale=True,
     ),
     Family(

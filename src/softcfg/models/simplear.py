@@ -145,7 +145,9 @@ class SimpleAR(ARModel):
         if self.tokenizer is None:
             raise UserError("simplear: decoding tokens to images needs the model entry's tokenizer (Cosmos)")
         device = self.tokenizer.post_quant_conv.conv3d.weight.device
-        return cosmos_images_to_uint8(self.tokenizer(tokens.view(-1, self.side, self.side).to(device)))
+        codes = tokens.view(-1, self.side, self.side).to(device)
+        # one image at a time, as generate.py decodes: a batched convolution rounds differently
+        return cosmos_images_to_uint8(torch.cat([self.tokenizer(code[None]) for code in codes]))
 
 
 def _folder_error(folder: Path, what: str, exc: Exception | None = None) -> UserError:

@@ -22,6 +22,7 @@ from softcfg.data.digits import DigitsSplit, tokens_to_uint8_images, uint8_image
 from softcfg.models.base import ARModel
 from softcfg.models.digits import DigitsAR, DigitsARConfig
 from softcfg.models.digits_classifier import DigitsClassifier
+from softcfg.training import TrainedGenerator
 
 Model = TypeVar("Model", bound=ARModel)
 
@@ -134,3 +135,13 @@ def train_digits_classifier(
         "seconds": time.perf_counter() - start,
     }
     return model, report
+
+
+def train_generator(steps: int | None, seed: int) -> TrainedGenerator:
+    """The ``digits`` family's trainer: the digit split of ``seed``, the tuned schedule (or ``steps``)."""
+    from softcfg.data.digits import split_digits
+    from softcfg.models.digits import save_digits_ar
+
+    training = ARTraining() if steps is None else ARTraining(steps=steps)
+    model, report = train_digits_ar(split_digits(seed), DigitsARConfig(), training, seed)
+    return TrainedGenerator(model, report, training.steps, save_digits_ar)

@@ -7,12 +7,14 @@ and the loss is the mean over all of them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict
 
 import torch
 
 from softcfg.data.digits import DigitsSplit
 from softcfg.models.digits_scales import DigitsScales, DigitsScalesConfig, scale_maps
+from softcfg.training import TrainedGenerator
 from softcfg.training.digits import ARTraining, fit_generator
 
 # The training length chosen with the default DigitsScalesConfig (benchmarks/digits_scales_model_selection.py)
@@ -36,3 +38,13 @@ def train_digits_scales(
     over the 85 tokens of the four scales."""
     torch.manual_seed(seed)
     return fit_generator(DigitsScales(config), scale_split(split), training, seed, asdict(config))
+
+
+def train_generator(steps: int | None, seed: int) -> TrainedGenerator:
+    """The ``digits_scales`` family's trainer: the digit split of ``seed`` at the scales' sizes."""
+    from softcfg.data.digits import split_digits
+    from softcfg.models.digits_scales import save_digits_scales
+
+    training = SCALES_TRAINING if steps is None else dataclasses.replace(SCALES_TRAINING, steps=steps)
+    model, report = train_digits_scales(split_digits(seed), DigitsScalesConfig(), training, seed)
+    return TrainedGenerator(model, report, training.steps, save_digits_scales)

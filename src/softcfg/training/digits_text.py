@@ -22,6 +22,7 @@ from softcfg.conditioning import Prompts
 from softcfg.data.captions import Example, draw_examples
 from softcfg.data.scenes import DIGIT_NAMES, fit_codebook, image_codes, load_digit_images, scene_tokens
 from softcfg.models.digits_text import DigitsTextConfig, DigitsTextGPT
+from softcfg.training import TrainedGenerator
 
 
 @dataclass(frozen=True)
@@ -133,3 +134,12 @@ def train_digits_text(
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     return model, report
+
+
+def train_generator(steps: int | None, seed: int) -> TrainedGenerator:
+    """The ``digits_text`` family's trainer: scenes of digits drawn from ``seed`` (its own digit split)."""
+    from softcfg.models.digits_text import save_digits_text
+
+    training = TextTraining() if steps is None else TextTraining(steps=steps)
+    model, report = train_digits_text(DigitsTextConfig(), training, seed)
+    return TrainedGenerator(model, report, training.steps, save_digits_text)
