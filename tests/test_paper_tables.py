@@ -154,3 +154,50 @@ def test_tables_refuse_a_focus_no_guided_run_has(tmp_path, capsys):
     args = ["tables", "--metrics", str(tmp_path / "metrics.parquet"), "--k", "1", "--out-dir", str(tmp_path)]
     assert main([*args, "--gamma", "7", "ablation"]) == 2
     assert "no guided run at gamma 7, k 1" in capsys.readouterr().err and not list(tmp_path.glob("*.md"))
+
+
+def test_a_swept_method_option_gives_one_row_per_setting_and_mixed_runs_are_refused(tmp_path, capsys):
+    """Temperature listed in a method entry is an axis: the ablation table has a row per temperature, its
+    FID the mean over that setting's seeds only; two runs of one method entry that differ in temperature
+    without it being an axis are refused in one line, not averaged."""
+    from softcfg.cli import main
+
+    def cfg(temperature, seed, fid, axes=("temperature",)):
+        name = f"cfg-t{temperature}-s{seed}"
+        method = {"name": "cfg", "gamma": 3.0, "k": 1.0, "temperature": temperature}
+        run = parse_run_config(
+            {"model": ALITOK_XL, "method": method, "sampling": {"seed": seed},
+             "run": {"id": name, "model": "alitok", "method": "cfg", "axes": list(axes)}},
+            check_files=False,
+        )  # fmt: skip
+        record = {"metrics": {"fid": fid, "is": 300.0}, "extractor": "inception", "reference": "ref"}
+        summary = {"num_samples": 50000, "batch_seeds": [], "config_hash": name, "git_commit": "x",
+                   "versions": {}, "diagnostics": None}  # fmt: skip
+        return run, record, summary
+
+    swept = aggregate([cfg(0.9, 0, 2.0), cfg(0.9, 1, 3.0), cfg(1.1, 0, 5.0), cfg(1.1, 1, 6.0)])[0]
+    swept.to_parquet(tmp_path / "metrics.parquet")
+    args = ["tables", "--metrics", str(tmp_path / "metrics.parquet"), "--gamma", "3", "--k", "1"]
+    assert main([*args, "--out-dir", str(tmp_path / "swept"), "ablation"]) == 0
+    header, rows, lead = RENDERERS["ablation"](swept, 3.0, 1.0)
+    assert header[:lead] == ["model", "method", "temperature"] and header[lead + 2] == "FID ↓"
+    cells = [(row[1], row[2], row[lead + 2], row[-1]) for row in rows]
+    assert cells == [
+        ("cfg", "0.9", "2.500", "2"),
+        ("cfg", "1.1", "5.500", "2"),
+        ("cfg +opt", "0.9", "2.500", "2"),
+    ]
+    from softcfg.report.tables import label_swept  # figures draw a line per method label
+
+    assert sorted(label_swept(swept)["method"].unique()) == ["cfg temperature=0.9", "cfg temperature=1.1"]
+    mixed = aggregate([cfg(0.9, 0, 2.0, axes=()), cfg(1.1, 0, 5.0, axes=())])[0]
+    mixed.to_parquet(tmp_path / "mixed.parquet")
+    capsys.readouterr()
+    mixed_args = ["tables", "--metrics", str(tmp_path / "mixed.parquet"), "--gamma", "3", "--k", "1"]
+    assert main([*mixed_args, "--out-dir", str(tmp_path / "mixed"), "ablation"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "softcfg: error: runs cfg-t0.9-s0 and cfg-t1.1-s0 differ in temperature but would share a table row: "
+        "sweep it as an axis (a list in the method entry) or give the settings different method names"
+    )
+    assert not (tmp_path / "mixed").exists() or not list((tmp_path / "mixed").iterdir())

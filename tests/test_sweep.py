@@ -326,3 +326,27 @@ def test_a_sweep_of_a_thousand_runs_or_more_is_planned_with_a_note_of_its_size()
         "this sweep plans 3,008 runs of 1 model(s), 6,016 shards in 3,008 sample jobs: check grid, seeds and "
         "methods before submitting it"
     )
+
+
+def test_any_scalar_option_of_a_method_listed_in_its_entry_is_an_axis():
+    config = copy.deepcopy(BASE)
+    config["methods"] = {
+        "cfg": {"name": "cfg", "gamma": [3.0], "temperature": [0.9, 1.1], "top_k": [0, 5]},
+        "soft": {"name": "softcfg", "gamma": [3.0], "k": [1.0], "interval": [0.1, 0.9], "strength": [0.5, 1]},
+    }
+    config["seeds"] = [0]
+    sweep = load_sweep(config)
+    assert sorted(sweep.runs) == sorted(
+        [f"digits-cfg-g3-k{k}-t{t}-topk{top}-s0" for k in (0, 1) for t in (0.9, 1.1) for top in (0, 5)]
+        + ["digits-soft-g3-k1-strength0.5-s0", "digits-soft-g3-k1-strength1-s0"]
+    )
+    run = sweep.runs["digits-cfg-g3-k1-t1.1-topk5-s0"].config
+    assert (run.method.temperature, run.method.top_k, run.run.axes) == (1.1, 5, ["temperature", "top_k"])
+    soft = sweep.runs["digits-soft-g3-k1-strength0.5-s0"].config.method
+    assert list(soft.interval) == [0.1, 0.9]  # a list-valued option: one value, not an axis
+    assert yaml.safe_load(yaml.safe_dump(run.to_dict()))["run"]["axes"] == ["temperature", "top_k"]
+    plain = load_sweep(copy.deepcopy(BASE)).runs["digits-cfg-g3-k1-s0"].config
+    assert "axes" not in plain.to_dict()["run"]  # RUN.yaml of a run without option axes is as before
+    config["methods"]["cfg"]["temperature"] = []
+    with pytest.raises(ConfigError, match=r"^methods\.cfg\.temperature must be a non-empty list$"):
+        load_sweep(config)

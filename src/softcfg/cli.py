@@ -443,6 +443,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
     from softcfg.io.records import read_table
     from softcfg.io.shards import read_shard
     from softcfg.report import figures
+    from softcfg.report.tables import label_swept
 
     tables = {"timing": ("--timing", args.timing), "confidence_maps": ("--confidence", args.confidence)}
     for name, (flag, path) in tables.items():
@@ -451,6 +452,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
     _check_inputs([args.metrics, args.steps] + [tables[n][1] for n in tables if n in args.names], "figures")
     out = Path(args.out_dir)
     metrics, steps = read_table(args.metrics, "metrics table"), read_table(args.steps, "steps table")
+    metrics, steps = label_swept(metrics), label_swept(steps)  # a line per setting of a swept option
     focus = (args.gamma, args.k)
     rows, by_run = {}, {}  # shard 0's images by label and by run id (a sweep's runs have one)
     for spec in args.sample_shards if {"samples", "confidence_maps"} & set(args.names) else ():

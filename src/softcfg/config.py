@@ -284,11 +284,13 @@ class SamplingEntry(ShardSizes):
 
 
 class RunInfo(Options):
-    """Where a run sits in a sweep: its id and the sweep's names of its model and method."""
+    """Where a run sits in a sweep: its id, the sweep's names of its model and method, and the method
+    options the sweep varies beyond the method's own axes (run-id order; tables group by them)."""
 
     id: str
     model: str
     method: str
+    axes: list[str] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -308,8 +310,11 @@ class RunConfig:
             object.__setattr__(self, "method", self.method.model_copy(update={"top_p_rule": rule}))
 
     def to_dict(self) -> dict[str, Any]:
-        parts = {"model": self.model, "method": self.method, "sampling": self.sampling, "run": self.run}
-        return {k: None if v is None else v.model_dump(mode="json") for k, v in parts.items()}
+        """As RUN.yaml holds it; a run without option axes records none (its RUN.yaml as before)."""
+        parts = {"model": self.model, "method": self.method, "sampling": self.sampling}
+        out = {k: v.model_dump(mode="json") for k, v in parts.items()}
+        out["run"] = None if self.run is None else self.run.model_dump(mode="json", exclude_defaults=True)
+        return out
 
     def config_hash(self) -> str:
         """sha256 (12 hex digits) of what determines the samples: model, method and sampling entries."""

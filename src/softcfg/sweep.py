@@ -16,7 +16,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from softcfg import layout
 from softcfg.config import (
@@ -39,7 +40,9 @@ MAX_RUN_ID = 64
 RUN_ID_PATTERN = (
     r"[A-Za-z0-9][A-Za-z0-9_.+-]*"  # names (NAME_PATTERN), axis prefixes and numbers such as 1e+20
 )
-AXIS_PREFIX = {"gamma": "g", "k": "k", "beta": "b", "prior": "p"}  # run-id prefixes; others: their name
+AXIS_PREFIX = {"gamma": "g", "k": "k", "beta": "b", "prior": "p", "temperature": "t", "top_k": "topk"}
+AXIS_PREFIX["top_p"] = "topp"  # run-id prefixes; other axes: their name
+NOT_OPTIONS = ("name", "preset", "ssg", "models")  # method-entry keys that are never an axis
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,11 @@ def _number(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float | int) else str(value)
 
 
+def run_axes(method: GuidanceMethod, options: Iterable[str] = ()) -> dict[str, Any]:
+    """What names a run, in run-id order: the method's own axes, SSG's, then the swept ``options``."""
+    return {**method.sweep_axes(), **{key: getattr(method, key) for key in options}}
+
+
 def run_id(model: str, method: str, axes: dict[str, Any], seed: int) -> str:
     """Readable id, e.g. ``digits-cfg-g3-k1-s0``; ids longer than 64 characters end in a hash instead."""
     parts = [model, method] + [f"{AXIS_PREFIX.get(a, a)}{_number(v)}" for a, v in axes.items()] + [f"s{seed}"]
@@ -150,18 +158,51 @@ def ssg_settings(entry: dict[str, Any], where: str) -> list[dict[str, Any]]:
     ]
 
 
-def method_settings(entry: dict[str, Any], grid: dict[str, list[float]], where: str) -> list[GuidanceMethod]:
-    """Every setting of one method entry: its swept options from the entry's lists or the grid, times
-    the SSG values its ``ssg`` sub-entry lists."""
+def method_settings(
+    entry: dict[str, Any], grid: dict[str, list[float]], where: str
+) -> list[tuple[GuidanceMethod, tuple[str, ...]]]:
+    """Every setting of one method entry, with the options it sweeps beyond the method's own axes: its
+    swept options from the entry's lists or the grid, times the values of any other option the entry
+    lists, times the SSG values its ``ssg`` sub-entry lists."""
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-        return [parse_method(entry, where)]  # names the problem
-    return [method for one in ssg_settings(entry, where) for method in _grid_settings(one, grid, where)]
+        return [(parse_method(entry, where), ())]  # names the problem
+    return [setting for one in ssg_settings(entry, where) for setting in _grid_settings(one, grid, where)]
 
 
-def _grid_settings(entry: dict[str, Any], grid: dict[str, list[float]], where: str) -> list[GuidanceMethod]:
+def _takes_list(annotation: Any) -> bool:
+    """Whether an option's type is itself a list (e.g. CFG's ``interval``): its lists are values."""
+    origin = get_origin(annotation)
+    if origin in (list, tuple):
+        return True
+    return origin in (Union, UnionType, Annotated) and any(_takes_list(a) for a in get_args(annotation))
+
+
+def option_axes(cls: type, entry: dict[str, Any], grid: dict[str, list[float]]) -> tuple[str, ...]:
+    """The options an entry lists that become axes of their own, in the method's field order: any
+    scalar option (temperature, top_k, a plugin's own) given as a list; the grid's (gamma, k) are the
+    method's own axes."""
+    fields = cls.model_fields
+    listed = {key for key, value in entry.items() if isinstance(value, list)}
+    return tuple(
+        key
+        for key in fields
+        if key in listed and key not in grid and key not in NOT_OPTIONS
+        and not _takes_list(fields[key].annotation)
+    )  # fmt: skip
+
+
+def _grid_settings(
+    entry: dict[str, Any], grid: dict[str, list[float]], where: str
+) -> list[tuple[GuidanceMethod, tuple[str, ...]]]:
     cls = method_class(entry["name"], where)
     if "preset" in entry:  # its values are the setting, as if written in the entry
         entry = apply_preset(entry, where)
+    options = option_axes(cls, entry, grid)
+    for key in options:
+        if not entry[key]:
+            raise ConfigError(f"{where}.{key} must be a non-empty list")
+    option_values = [entry[key] for key in options]
+    entry = {key: value for key, value in entry.items() if key not in options}
     swept = {key: value for key, value in entry.items() if isinstance(value, list) and key in grid}
     probe = parse_method({**entry, **{key: values[0] for key, values in swept.items() if values}}, where)
     axes = list(probe.axes())
@@ -178,8 +219,8 @@ def _grid_settings(entry: dict[str, Any], grid: dict[str, list[float]], where: s
         if not values[axis]:
             raise ConfigError(f"{where}.{axis} must be a non-empty list")
     return [
-        parse_method({**entry, **dict(zip(axes, combo, strict=True))}, where)
-        for combo in itertools.product(*values.values())
+        (parse_method({**entry, **dict(zip((*axes, *options), combo, strict=True))}, where), options)
+        for combo in itertools.product(*values.values(), *option_values)
     ]
 
 
@@ -205,14 +246,14 @@ def load_sweep(data: Any) -> Sweep:
     for method_name, entry in config.methods.items():
         where = f"methods.{method_name}"
         entry, on = method_models(entry, models, where)
-        for method in method_settings(entry, grid, where):
+        for method, options in method_settings(entry, grid, where):
             for (model_name, model), seed in itertools.product(on.items(), config.seeds):
                 if method.ssg is not None and not get_family(model.family).next_scale:
                     raise ConfigError(
                         f"{where}.ssg: model {model_name} (family {model.family}) generates token by "
                         f"token; SSG needs a next-scale model (limit the method with {where}.models)"
                     )
-                rid = run_id(model_name, method_name, method.sweep_axes(), seed)
+                rid = run_id(model_name, method_name, run_axes(method, options), seed)
                 if not re.fullmatch(RUN_ID_PATTERN, rid):
                     raise ConfigError(f"{where}: run id {rid!r} has characters outside {RUN_ID_PATTERN}")
                 if rid in runs:
@@ -228,7 +269,7 @@ def load_sweep(data: Any) -> Sweep:
                         diagnostics=sampling.diagnostics,
                         confidence_maps=sampling.confidence_maps,
                     ),
-                    run=RunInfo(id=rid, model=model_name, method=method_name),
+                    run=RunInfo(id=rid, model=model_name, method=method_name, axes=list(options)),
                 )
                 num_shards = -(-samples[model_name] // sampling.shard_size)  # the last may be short
                 runs[rid] = Run(rid, run, num_shards, shard_groups(num_shards, sampling.shards_per_job))

@@ -57,6 +57,7 @@ def run_columns(run: RunConfig) -> dict:
         "method_name": m.name,
         "guided": m.uses_uncond,
         **{key: options.get(key) for key in option_columns()},
+        "axes": ",".join(run.run.axes),  # options swept beyond the method's own axes: tables group by them
         "seed": run.sampling.seed,
     }
 

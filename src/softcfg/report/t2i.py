@@ -19,7 +19,7 @@ import pandas as pd
 
 from softcfg.models.registry import get_family
 from softcfg.report.paper import kind, paper_model, published
-from softcfg.report.tables import by_setting
+from softcfg.report.tables import by_setting, refuse_mixed, swept_options
 
 PAPER_SOURCE = "softcfg_table4_t2i_dpg"
 # the paper's column -> (our metric, factor to the paper's scale, header), in the paper's order
@@ -60,6 +60,9 @@ def t2i_runs(metrics: pd.DataFrame) -> pd.DataFrame:
     if scored.empty:
         return pd.DataFrame(columns=[*KEYS, *FIELDS, "dpg", "scorers", "seeds"])
     keys = [k for k in KEYS if k in scored]
+    keys += [c for c in swept_options(scored) if c not in keys]
+    if "run_id" in scored:
+        refuse_mixed(scored, keys)
     wide = by_setting(scored, keys)
     groups = scored.groupby(keys, dropna=False)
     wide = wide.join(groups["seed"].nunique().rename("seeds")).join(groups.apply(_scorers).rename("scorers"))

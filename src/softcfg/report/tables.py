@@ -21,6 +21,8 @@ from collections.abc import Callable
 import pandas as pd
 
 from softcfg.methods import method_class
+from softcfg.options import UserError
+from softcfg.report.aggregate import option_columns
 
 COLUMNS = {
     "fid": "FID ↓",
@@ -39,11 +41,51 @@ def by_setting(frame: pd.DataFrame, keys: list[str], values: str = "value") -> p
     return frame.groupby([*keys, "metric"], dropna=False)[values].mean().unstack("metric")
 
 
+def swept_options(metrics: pd.DataFrame) -> list[str]:
+    """The method options some run swept beyond its method's own axes (the ``axes`` column), in column
+    order: each is a key of the tables' rows."""
+    named = {a for axes in metrics.get("axes", pd.Series(dtype=str)).dropna() for a in axes.split(",") if a}
+    return [column for column in metrics.columns if column in named]
+
+
+def label_swept(frame: pd.DataFrame) -> pd.DataFrame:
+    """``method`` with the values of the options its run swept appended (``cfg temperature=0.9``), so
+    that figures, which draw one line or bar per method, keep each setting apart instead of averaging."""
+    options = swept_options(frame)
+    if not options or "axes" not in frame:
+        return frame
+
+    def label(row: pd.Series) -> str:
+        names = [a for a in str(row["axes"] or "").split(",") if a]
+        values = [f"{a}={row[a]:g}" if isinstance(row[a], float) else f"{a}={row[a]}" for a in names]
+        return " ".join([str(row["method"]), *values])
+
+    return frame.assign(method=frame.apply(label, axis=1))
+
+
+def refuse_mixed(metrics: pd.DataFrame, keys: list[str]) -> None:
+    """A table row averages seeds of one setting only: runs that share ``keys`` but differ in another
+    option (an axis the keys leave out) are refused, naming two of them, rather than averaged."""
+    options = [c for c in option_columns() if c in metrics.columns and c not in keys]
+    runs = metrics.drop_duplicates("run_id")
+    for _, group in runs.groupby(keys, dropna=False):
+        for column in options:
+            if group[column].nunique(dropna=False) > 1:
+                first, other = group.drop_duplicates(column)["run_id"].iloc[:2]
+                raise UserError(
+                    f"runs {first} and {other} differ in {column} but would share a table row: sweep it as "
+                    "an axis (a list in the method entry) or give the settings different method names"
+                )
+
+
 def _wide(metrics: pd.DataFrame) -> pd.DataFrame:
-    """One row per setting (model, method, gamma, k, SSG), metrics averaged over seeds, and ``<metric>_pm``:
-    the half-width of the metric's interval (averaged over seeds) where the table holds one."""
+    """One row per setting (model, method, gamma, k, SSG, any option swept as an axis), metrics averaged
+    over seeds, and ``<metric>_pm``: the half-width of the metric's interval (averaged over seeds) where
+    the table holds one."""
     keys = ["model", "family", "method", "method_name", "guided", "gamma", "k", "target", "step_norm"]
     keys += ["ssg_prior", "ssg_beta", "ssg_betas"]
+    keys += [c for c in swept_options(metrics) if c not in keys]
+    refuse_mixed(metrics, keys)
     frame = by_setting(metrics, keys)
     if {"ci_low", "ci_high"} <= set(metrics.columns):
         half = metrics.assign(pm=(metrics["ci_high"] - metrics["ci_low"]) / 2)
@@ -199,7 +241,8 @@ def latex(header: list[str], rows: list[list[str]], lead: int) -> str:
 
 def _ours(build: Callable[[pd.DataFrame, float, float], pd.DataFrame], lead: list[str]) -> Renderer:
     def render(metrics: pd.DataFrame, gamma: float, k: float) -> tuple[list[str], list[list[str]], int]:
-        return (*_cells(build(metrics, gamma, k), lead), len(lead))
+        columns = [*lead, *(c for c in swept_options(metrics) if c not in lead)]  # a swept option: a column
+        return (*_cells(build(metrics, gamma, k), columns), len(columns))
 
     return render
 
