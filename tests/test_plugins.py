@@ -86,3 +86,43 @@ def test_an_installed_family_with_a_trainer_is_trained_by_softcfg_train(plugin_s
         "softcfg: error: --family: 'rar' has no trainer (trainable: digits, digits_text, digits_scales, "
         "digits_copy)"
     )
+
+
+def test_what_is_produced_does_not_depend_on_what_is_installed(installed, monkeypatch):
+    """With the plugin installed, and another whose import fails: the committed schema is still current,
+    and a metrics table of built-in runs has the built-in columns; a run of the plugin's method adds its
+    option (``sharpen``) and nothing else."""
+    import json
+    from pathlib import Path
+
+    from softcfg import methods
+    from softcfg.config import parse_run_config, workflow_schema
+    from softcfg.report.aggregate import aggregate
+
+    class Broken:
+        name, value = "broken", "nowhere:Broken"
+
+        def load(self):
+            raise ImportError("No module named 'nowhere'")
+
+    entry_points = methods._entry_points()
+    monkeypatch.setattr(methods, "_entry_points", lambda: {**entry_points, "broken": Broken()})
+    committed = (Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.json").read_text()
+    assert json.dumps(workflow_schema(), indent=2) + "\n" == committed
+
+    def entry(name: str, method: dict) -> tuple:
+        model = {"family": "digits", "checkpoint": "g.pt"}
+        run = parse_run_config(
+            {"model": model, "method": method, "run": {"id": name, "model": "digits", "method": name}},
+            check_files=False,
+        )
+        summary = {"num_samples": 1, "batch_seeds": [], "config_hash": name, "git_commit": "x",
+                   "versions": {}, "diagnostics": None}  # fmt: skip
+        return run, {"metrics": {"fid": 1.0}, "extractor": "digits", "reference": "r"}, summary
+
+    builtin = aggregate([entry("cfg", {"name": "cfg"})])[0]
+    assert "sharpen" not in builtin.columns
+    both = aggregate(
+        [entry("cfg", {"name": "cfg"}), entry("sharp", {"name": "sharpened_cfg", "sharpen": 2.0})]
+    )
+    assert set(both[0].columns) - set(builtin.columns) == {"sharpen"}

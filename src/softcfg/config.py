@@ -33,6 +33,7 @@ from softcfg.options import (
     UserError,
     key_text,
     read_yaml,
+    takes_list,
     validate,
 )
 from softcfg.report import FIGURES, TABLES
@@ -599,11 +600,12 @@ class WorkflowConfig(Options):
 def workflow_schema() -> dict[str, Any]:
     """The JSON schema of config.yaml, generated from ``WorkflowConfig`` and the method registry.
 
-    Method entries are one of the registered methods' options, where each option a sweep can vary may
-    also be a list (it then replaces the grid for that method; in the ``ssg`` sub-entry: beta and
-    prior), plus an optional upstream ``preset`` and the ``models`` the method runs on.
+    Method entries are one of the package's own methods' options (an installed plugin's are not part of
+    the committed schema), where each scalar option may also be a list (a sweep axis; gamma and k then
+    replace the grid for that method; in the ``ssg`` sub-entry: beta and prior), plus an optional
+    upstream ``preset`` and the ``models`` the method runs on.
     """
-    from softcfg.methods import method_class, method_names
+    from softcfg.methods import BUILTIN_METHODS, method_class
     from softcfg.methods.ssg import SWEPT
     from softcfg.models.registry import presets
 
@@ -616,11 +618,13 @@ def workflow_schema() -> dict[str, Any]:
     schema = WorkflowConfig.model_json_schema()
     definitions = schema.setdefault("$defs", {})
     variants = []
-    for name in method_names():
-        options = method_class(name).model_json_schema()
+    for name in BUILTIN_METHODS:
+        cls = method_class(name)
+        options = cls.model_json_schema()
         definitions.update(options.pop("$defs", {}))  # refs resolve against the document's root
         properties = options["properties"]
-        listable(properties, Grid.model_fields)
+        scalar = [key for key, field in cls.model_fields.items() if not takes_list(field.annotation)]
+        listable(properties, [key for key in scalar if key not in ("name", "ssg")])
         properties["preset"] = {"enum": sorted(presets()), "description": "upstream sampler's defaults"}
         properties["models"] = {
             "type": "array",

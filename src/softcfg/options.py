@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from types import UnionType
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 from annotated_types import Ge, Le
@@ -24,6 +25,15 @@ class UserError(ValueError):
 
 class ConfigError(UserError):
     """A configuration problem; the message names the offending key."""
+
+
+def takes_list(annotation: Any) -> bool:
+    """Whether an option's type is itself a list (e.g. CFG's ``interval``): a list given for it is its
+    value, not a sweep over values."""
+    origin = get_origin(annotation)
+    if origin in (list, tuple):
+        return True
+    return origin in (Union, UnionType, Annotated) and any(takes_list(a) for a in get_args(annotation))
 
 
 def first_line(exc: Exception) -> str:

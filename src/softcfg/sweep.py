@@ -16,8 +16,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Any
 
 from softcfg import layout
 from softcfg.config import (
@@ -34,7 +33,7 @@ from softcfg.methods import GuidanceMethod, apply_preset, method_class, parse_me
 from softcfg.methods.ssg import SWEPT as SSG_SWEPT
 from softcfg.metrics import EXTRACTORS, METRICS
 from softcfg.models.registry import get_family
-from softcfg.options import validate
+from softcfg.options import takes_list, validate
 
 MAX_RUN_ID = 64
 RUN_ID_PATTERN = (
@@ -169,14 +168,6 @@ def method_settings(
     return [setting for one in ssg_settings(entry, where) for setting in _grid_settings(one, grid, where)]
 
 
-def _takes_list(annotation: Any) -> bool:
-    """Whether an option's type is itself a list (e.g. CFG's ``interval``): its lists are values."""
-    origin = get_origin(annotation)
-    if origin in (list, tuple):
-        return True
-    return origin in (Union, UnionType, Annotated) and any(_takes_list(a) for a in get_args(annotation))
-
-
 def option_axes(cls: type, entry: dict[str, Any], grid: dict[str, list[float]]) -> tuple[str, ...]:
     """The options an entry lists that become axes of their own, in the method's field order: any
     scalar option (temperature, top_k, a plugin's own) given as a list; the grid's (gamma, k) are the
@@ -187,7 +178,7 @@ def option_axes(cls: type, entry: dict[str, Any], grid: dict[str, list[float]]) 
         key
         for key in fields
         if key in listed and key not in grid and key not in NOT_OPTIONS
-        and not _takes_list(fields[key].annotation)
+        and not takes_list(fields[key].annotation)
     )  # fmt: skip
 
 

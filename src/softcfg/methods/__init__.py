@@ -52,6 +52,9 @@ def _register_builtin() -> None:
 
 
 _register_builtin()
+BUILTIN_METHODS = tuple(_REGISTRY)
+"""The package's own methods: what the committed schema and the Parquet tables' fixed columns are built
+from, whatever else happens to be installed."""
 
 
 def _entry_points() -> dict[str, Any]:

@@ -15,6 +15,7 @@ run's own definition, so the value has another name).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -24,23 +25,26 @@ import pyarrow.parquet as pq
 
 from softcfg.config import RunConfig
 from softcfg.io.atomic import atomic_path
-from softcfg.methods import SSG, method_class, method_names
+from softcfg.methods import BUILTIN_METHODS, SSG, method_class
 
 # A metric without an interval (KID, accuracy, intervals off, records written before intervals existed).
 NO_INTERVAL = {"ci_low": np.nan, "ci_high": np.nan, "ci_level": np.nan, "ci_method": None, "ci_resamples": 0}
 
 
-def option_columns() -> list[str]:
-    """Every option of every registered method: the Parquet tables keep one schema whatever was run."""
-    fields = [
-        f for name in method_names() for f in method_class(name).model_fields if f not in ("name", "ssg")
-    ]
+def option_columns(methods: Iterable[str] = ()) -> list[str]:
+    """Every option of the built-in methods, then of ``methods`` (the runs' own, e.g. an installed
+    plugin's): the Parquet tables' columns depend on what was run, not on what happens to be installed
+    (and a plugin that fails to import concerns only the runs that use it)."""
+    names = dict.fromkeys([*BUILTIN_METHODS, *methods])
+    fields = [f for name in names for f in method_class(name).model_fields if f not in ("name", "ssg")]
     return list(dict.fromkeys(fields)) + [f"ssg_{f}" for f in SSG.model_fields]
 
 
-def run_columns(run: RunConfig) -> dict:
-    """The sweep parameters of a run as flat columns; options its method does not have are null."""
+def run_columns(run: RunConfig, options: list[str] | None = None) -> dict:
+    """The sweep parameters of a run as flat columns (``options``: the table's option columns, default
+    the built-in ones and the run's method's); options its method does not have are null."""
     m = run.method
+    columns = option_columns([m.name]) if options is None else options
     dumped = m.model_dump(mode="json", exclude={"name"})
     ssg = dumped.pop("ssg", None) or {}  # SSG's options as ssg_<option> columns, null without SSG
     options = {
@@ -56,7 +60,7 @@ def run_columns(run: RunConfig) -> dict:
         "method": run.run.method,
         "method_name": m.name,
         "guided": m.uses_uncond,
-        **{key: options.get(key) for key in option_columns()},
+        **{key: options.get(key) for key in columns},
         "axes": ",".join(run.run.axes),  # options swept beyond the method's own axes: tables group by them
         "seed": run.sampling.seed,
     }
@@ -126,8 +130,9 @@ def aggregate(
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(run config, metrics record, shard summary) per run -> (metrics, steps, confidence tables), sorted."""
     rows, steps, maps = [], [], []
+    options = option_columns(sorted({run.method.name for run, _, _ in entries}))
     for run, record, summary in sorted(entries, key=lambda e: e[0].run.id):
-        columns = run_columns(run)
+        columns = run_columns(run, options)
         provenance = {
             "num_samples": summary["num_samples"],
             "batch_seeds": json.dumps(summary["batch_seeds"]),

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import pandas as pd
 
 from softcfg.methods import method_class
-from softcfg.options import UserError
+from softcfg.options import ConfigError, UserError
 from softcfg.report.aggregate import option_columns
 
 COLUMNS = {
@@ -66,7 +66,14 @@ def label_swept(frame: pd.DataFrame) -> pd.DataFrame:
 def refuse_mixed(metrics: pd.DataFrame, keys: list[str]) -> None:
     """A table row averages seeds of one setting only: runs that share ``keys`` but differ in another
     option (an axis the keys leave out) are refused, naming two of them, rather than averaged."""
-    options = [c for c in option_columns() if c in metrics.columns and c not in keys]
+    known = []  # the methods of these runs that are installed here (a plugin's options need its class)
+    for name in metrics["method_name"].dropna().unique() if "method_name" in metrics else ():
+        try:
+            method_class(name)
+            known.append(name)
+        except ConfigError:
+            pass
+    options = [c for c in option_columns(known) if c in metrics.columns and c not in keys]
     runs = metrics.drop_duplicates("run_id")
     for _, group in runs.groupby(keys, dropna=False):
         for column in options:
