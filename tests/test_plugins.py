@@ -126,3 +126,23 @@ def test_what_is_produced_does_not_depend_on_what_is_installed(installed, monkey
         [entry("cfg", {"name": "cfg"}), entry("sharp", {"name": "sharpened_cfg", "sharpen": 2.0})]
     )
     assert set(both[0].columns) - set(builtin.columns) == {"sharpen"}
+
+
+def test_a_plugin_family_passes_the_contract_checks_softcfg_testing_exports(installed, checkpoint):
+    """What a family author's own test calls: ``softcfg.testing`` on a small model of the family."""
+    import torch
+
+    from softcfg import testing
+    from softcfg.conditioning import ClassLabels
+    from softcfg.config import parse_model
+    from softcfg.models.loading import load_model
+
+    model = load_model(parse_model({"family": "digits_copy", "checkpoint": str(checkpoint)}))
+    conditions = ClassLabels(torch.tensor([1, 7]))
+    tokens = testing.random_tokens(model, len(conditions))
+    testing.check_cached_steps(model, conditions, tokens)
+    for target in ("v", "k", "kv"):
+        testing.check_softcfg_strength_zero(model, conditions, target)
+    assert testing.has_package_cache(model)
+    testing.check_softcfg_scaled_cache(model, conditions, tokens, "kv")
+    testing.check_methods_sample(model, conditions)

@@ -9,6 +9,7 @@ from softcfg.methods import parse_method
 from softcfg.sampling.diagnostics import StepDiagnostics
 from softcfg.sampling.loop import generate
 from softcfg.sampling.replay import replay
+from softcfg.testing import authors_in_place_replay, paper_weights
 
 SOFT = {"name": "softcfg", "gamma": 3.0, "k": 1.0}
 
@@ -47,53 +48,6 @@ def test_softcfg_strength_zero_reproduces_cfg_exactly(model):
             assert np.array_equal(soft[name], cfg[name]), (target, name)
 
 
-def _paper_weights(q, method):
-    """The weights written here from the paper and the authors' samplers, not from the package."""
-    if method.step_norm:  # recomputed every step from all visible confidences
-        return torch.clamp(
-            (1 - q / (q.sum(-1, keepdim=True) + method.eps)) ** method.strength, min=method.floor
-        )
-    return (1 - q) ** method.strength  # fixed once per token (the authors' 1 - q at strength 1)
-
-
-def _paper_confidence(cond, token, kind):
-    probs = torch.softmax(cond.double(), -1)
-    return probs.amax(-1) if kind == "cond_max" else probs.gather(-1, token[:, None])[:, 0]
-
-
-def _authors_in_place_replay(model, labels, tokens, method):
-    """SoftCFG the authors' way: scale the stored uncond cache in place by W_t / W_{t-1} every step."""
-    batch = len(labels)
-    rows = labels.cat(model.unconditional(labels))
-    cache = model.new_cache(2 * batch)
-    q = torch.zeros(batch, model.num_tokens)
-    previous = torch.ones(batch, 0)
-    cond_steps, guided_steps = [], []
-    scales = method.scales(model.num_tokens)
-    logits = model.prefill(rows, cache)
-    stored = getattr(cache, "kv", cache)  # a family that sizes its KVCache in prefill keeps it as ``kv``
-    for t in range(model.num_tokens):
-        if t > 0:
-            target = _paper_weights(q[:, 1:t], method)
-            ratio = target.clone()
-            ratio[:, : previous.shape[1]] /= previous
-            first = model.prediction_slot(1)
-            slots = slice(first, first + t - 1)
-            factor = ratio[None, :, None, :, None]  # [layers, B, H, slots, hd]
-            if "v" in method.target:
-                stored.v[:, batch:, :, slots] *= factor
-            if "k" in method.target:
-                stored.k[:, batch:, :, slots] *= factor
-            previous = target
-            logits = model.decode(tokens[:, t - 1].repeat(2), t - 1, cache)
-        cond, uncond = logits.chunk(2)
-        guided = uncond + scales[t] * (cond - uncond)
-        q[:, t] = _paper_confidence(cond, tokens[:, t], method.confidence).float()
-        cond_steps.append(cond)
-        guided_steps.append(guided)
-    return torch.stack(cond_steps, 1), torch.stack(guided_steps, 1)
-
-
 @pytest.mark.parametrize(
     ("target", "confidence", "step_norm", "strength"),
     [
@@ -111,7 +65,7 @@ def test_softcfg_equals_authors_in_place_cache_scaling(model, target, confidence
     method = parse_method({**SOFT, **options})
     ours = replay(model, method, labels, tokens)
     with torch.inference_mode():
-        cond, guided = _authors_in_place_replay(model, labels, tokens, method)
+        cond, guided = authors_in_place_replay(model, labels, tokens, method)
     np.testing.assert_allclose(ours["guided"], guided.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(ours["cond"], cond.numpy(), rtol=1e-4, atol=1e-4)
     cfg = replay(model, parse_method({"name": "cfg", "gamma": 3.0, "k": 1.0}), labels, tokens)
@@ -124,7 +78,7 @@ def test_replay_weights_follow_step_normalization(model):
     cond = torch.from_numpy(out["cond"])
     q = torch.softmax(cond, -1).amax(-1)  # cond_max, computed here from the replayed logits
     for t in (2, 10, 63):
-        expected = _paper_weights(q[:, 1:t], parse_method(SOFT))
+        expected = paper_weights(q[:, 1:t], parse_method(SOFT))
         np.testing.assert_allclose(out["weights"][:, t, 1:t], expected.numpy(), rtol=1e-5)
         assert (out["weights"][:, t, t:] == 1).all() and (out["weights"][:, t, 0] == 1).all()
 
