@@ -187,7 +187,7 @@ def test_a_swept_method_option_gives_one_row_per_setting_and_mixed_runs_are_refu
         ("cfg", "1.1", "5.500", "2"),
         ("cfg +opt", "0.9", "2.500", "2"),
     ]
-    from softcfg.report.tables import label_swept  # figures draw a line per method label
+    from softcfg.report.settings import label_swept  # figures draw a line per method label
 
     assert sorted(label_swept(swept)["method"].unique()) == ["cfg temperature=0.9", "cfg temperature=1.1"]
     mixed = aggregate([cfg(0.9, 0, 2.0, axes=()), cfg(1.1, 0, 5.0, axes=())])[0]

@@ -443,7 +443,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
     from softcfg.io.records import read_table
     from softcfg.io.shards import read_shard
     from softcfg.report import figures
-    from softcfg.report.tables import label_swept
+    from softcfg.report.settings import label_swept
 
     tables = {"timing": ("--timing", args.timing), "confidence_maps": ("--confidence", args.confidence)}
     for name, (flag, path) in tables.items():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -237,6 +238,11 @@ class WordTokenizer:
         self.ids = {w: i for i, w in enumerate(self.vocab)}
         self.max_words = max_words
 
+    @classmethod
+    def of_checkpoint(cls, ckpt: dict) -> WordTokenizer:
+        """The tokenizer a digits_text checkpoint stores: its words (ids are positions) and length."""
+        return cls(tuple(ckpt["vocab"]), int(ckpt["max_words"]))
+
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
@@ -275,15 +281,30 @@ class WordTokenizer:
         return " ".join(self.vocab[i] for i in ids if i > 1)
 
 
+CHECKPOINT_KEYS = ("config", "vocab", "max_words", "state_dict")
+
+
+def read_digits_text_checkpoint(path: str | Path) -> dict:
+    """A digits_text checkpoint, its keys checked: the model's loader and the prompt check (which needs
+    only its words) both read it here."""
+    from softcfg.models.base import read_checkpoint  # torch: only where a checkpoint is read
+
+    ckpt = read_checkpoint(path)
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in CHECKPOINT_KEYS):
+        raise UserError(
+            f"checkpoint {path} is not a digits_text checkpoint (needs {', '.join(CHECKPOINT_KEYS)})"
+        )
+    return ckpt
+
+
 def prompt_reader(entry: ModelEntry, trained: bool) -> PromptReader:
     """digits_text's prompts: the words of the entry's checkpoint, or where the workflow trains it (the
     checkpoint may not exist yet) the grammar's, which ``softcfg train`` gives every model."""
-    if trained:
-        words = WordTokenizer()
-    else:
-        from softcfg.models.digits_text import read_word_tokenizer
-
-        words = read_word_tokenizer(entry.checkpoint)
+    words = (
+        WordTokenizer()
+        if trained
+        else WordTokenizer.of_checkpoint(read_digits_text_checkpoint(entry.checkpoint))
+    )
     return PromptReader(words.encode_one, words.max_len)
 
 

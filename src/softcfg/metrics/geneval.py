@@ -17,15 +17,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from softcfg.metrics.introsort import argsort
 from softcfg.options import UserError
-
-if TYPE_CHECKING:
-    from softcfg.metrics.t2i_backends import Detector
 
 THRESHOLD = 0.3
 COUNTING_THRESHOLD = 0.9
@@ -47,6 +44,23 @@ class Detection:
     box: tuple[float, float, float, float]
     score: float
     mask: np.ndarray | None = field(default=None, compare=False)
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Object detection for GenEval."""
+
+    name: str  # recorded in every result row
+    classes: tuple[str, ...]  # the class names it can report
+    colour_names: tuple[str, ...]  # the colours ``colours`` can name
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """All detections of each uint8 [H, W, 3] image (unthresholded; GenEval's rules select)."""
+        ...
+
+    def colours(self, image: np.ndarray, objects: Sequence[Detection], label: str) -> list[str]:
+        """One colour name per object of class ``label`` in ``image``."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from softcfg.conditioning import Conditions, Prompts
-from softcfg.data.captions import WordTokenizer
+from softcfg.data.captions import WordTokenizer, read_digits_text_checkpoint
 from softcfg.data.scenes import CODEBOOK_SIZE, NUM_TOKENS, PATCH, VOCAB_SIZE, tokens_to_images
-from softcfg.models.base import load_state_dict_strict, read_checkpoint
+from softcfg.models.base import load_state_dict_strict
 from softcfg.models.gpt import PrefixGPT
 from softcfg.options import UserError
 
@@ -100,30 +100,13 @@ def save_digits_text(model: DigitsTextGPT, path: str | Path | BinaryIO, extra: d
     )
 
 
-def _read(path: str | Path) -> dict:
-    ckpt = read_checkpoint(path)
-    keys = ("config", "vocab", "max_words", "state_dict")
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys):
-        raise UserError(f"checkpoint {path} is not a digits_text checkpoint (needs {', '.join(keys)})")
-    return ckpt
-
-
-def _tokenizer(ckpt: dict) -> WordTokenizer:
-    return WordTokenizer(tuple(ckpt["vocab"]), int(ckpt["max_words"]))
-
-
-def read_word_tokenizer(path: str | Path) -> WordTokenizer:
-    """The checkpoint's tokenizer alone (its vocabulary and prompt length), for checking prompts."""
-    return _tokenizer(_read(path))
-
-
 def load_digits_text(path: str | Path) -> DigitsTextGPT:
     """Rebuild the model and its tokenizer from the checkpoint and load the weights strictly."""
-    ckpt = _read(path)
+    ckpt = read_digits_text_checkpoint(path)
     try:
         config = DigitsTextConfig(**ckpt["config"])
     except TypeError as exc:
         raise UserError(f"checkpoint {path}: bad 'config' entry: {exc}") from exc
-    model = DigitsTextGPT(config, _tokenizer(ckpt))
+    model = DigitsTextGPT(config, WordTokenizer.of_checkpoint(ckpt))
     load_state_dict_strict(model, ckpt["state_dict"], path)
     return model.eval()

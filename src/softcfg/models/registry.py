@@ -17,10 +17,9 @@ from importlib import import_module
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
-from softcfg.options import ConfigError
+from softcfg.options import ConfigError, Options
 
 if TYPE_CHECKING:
-    from softcfg.config import ModelEntry
     from softcfg.data.prompts import PromptReader
     from softcfg.models.base import ARModel
     from softcfg.training import TrainedGenerator
@@ -33,7 +32,7 @@ class Family:
     """One model family as the config and the workflow see it."""
 
     name: str
-    loader: str  # "package.module:function", function(entry: ModelEntry) -> ARModel
+    loader: str  # "package.module:function", function(entry: config.ModelEntry) -> ARModel
     sizes: tuple[str, ...] = ()  # named upstream sizes; empty: the entry gives dims (or none are needed)
     image_sizes: tuple[int, ...] = ()  # resolutions a model entry must choose from; empty: one, fixed
     image_size_step: int = 0
@@ -61,12 +60,12 @@ class Family:
     throughput"."""
 
     prompt_reader: str = ""
-    """Text families: ``package.module:function``, function(entry: ModelEntry, trained: bool) ->
+    """Text families: ``package.module:function``, function(entry: config.ModelEntry, trained: bool) ->
     ``softcfg.data.prompts.PromptReader``, read from the tokenizer files alone (no weights), so that a
     sweep names a prompt the model cannot read before the DAG is built; ``trained``: the workflow trains
     the checkpoint (it may not exist yet)."""
 
-    def read_prompts_for(self, entry: ModelEntry, trained: bool = False) -> PromptReader | None:
+    def read_prompts_for(self, entry: Options, trained: bool = False) -> PromptReader | None:
         """How the entry's model reads prompts, or None where the family gives no reader."""
         if not self.prompt_reader:
             return None
@@ -86,7 +85,7 @@ class Family:
         key = f"{size}-{image_size or self.image_sizes[0]}" if self.image_sizes else size
         return self.batch_sizes.get(key) if key is not None else None
 
-    def load(self, entry: ModelEntry) -> ARModel:
+    def load(self, entry: Options) -> ARModel:
         module, _, function = self.loader.partition(":")
         return getattr(import_module(module), function)(entry)
 

@@ -29,7 +29,7 @@ from importlib.resources import files
 import pandas as pd
 
 from softcfg.models.registry import get_family
-from softcfg.report.tables import by_setting
+from softcfg.report.settings import by_setting, number
 
 METRICS = {"fid": "FID", "is": "IS", "sfid": "sFID", "precision": "Prec", "recall": "Rec"}
 ABLATION_SETTING = (13.0, 1.4)  # gamma, k of the paper's Tables 2 and 3
@@ -192,7 +192,6 @@ def beside_paper(name: str, metrics: pd.DataFrame) -> pd.DataFrame:
 
 def paper_cells(frame: pd.DataFrame, name: str) -> tuple[list[str], list[list[str]], int]:
     """Header, rows and number of leading columns of a ``beside_paper`` table for Markdown/LaTeX."""
-    from softcfg.report.tables import number
 
     _, lead, _ = PAPER_TABLES[name]
     metrics = [m for m in METRICS if f"{m}_paper" in frame]

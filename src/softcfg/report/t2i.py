@@ -19,7 +19,7 @@ import pandas as pd
 
 from softcfg.models.registry import get_family
 from softcfg.report.paper import kind, paper_model, published
-from softcfg.report.tables import by_setting, refuse_mixed, swept_options
+from softcfg.report.settings import by_setting, method_sort, number, refuse_mixed, swept_options
 
 PAPER_SOURCE = "softcfg_table4_t2i_dpg"
 # the paper's column -> (our metric, factor to the paper's scale, header), in the paper's order
@@ -83,10 +83,9 @@ def _at_focus(runs: pd.DataFrame, gamma: float, k: float) -> pd.DataFrame:
 
 def t2i_table(metrics: pd.DataFrame, gamma: float, k: float) -> pd.DataFrame:
     """Our text models' runs at the focus setting (unguided ones at none), methods in the ablation's order."""
-    from softcfg.report.tables import _method_sort
 
     runs = _at_focus(t2i_runs(metrics), gamma, k)
-    return _method_sort(runs).reset_index(drop=True) if not runs.empty else runs
+    return method_sort(runs).reset_index(drop=True) if not runs.empty else runs
 
 
 def paper_t2i_table(metrics: pd.DataFrame, gamma: float, k: float) -> pd.DataFrame:
@@ -118,7 +117,6 @@ def _digits(column: str) -> int:
 
 
 def t2i_cells(metrics: pd.DataFrame, gamma: float, k: float) -> tuple[list[str], list[list[str]], int]:
-    from softcfg.report.tables import number
 
     frame = t2i_table(metrics, gamma, k)
     header = ["model", "method", "γ", "k", *(f[2] for f in FIELDS.values()), DPG[1], "scorers", "seeds"]
@@ -132,7 +130,6 @@ def t2i_cells(metrics: pd.DataFrame, gamma: float, k: float) -> tuple[list[str],
 
 
 def paper_t2i_cells(metrics: pd.DataFrame, gamma: float, k: float) -> tuple[list[str], list[list[str]], int]:
-    from softcfg.report.tables import number
 
     frame = paper_t2i_table(metrics, gamma, k)
     header = ["model", "method"]

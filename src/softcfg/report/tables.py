@@ -20,9 +20,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from softcfg.methods import method_class
-from softcfg.options import ConfigError, UserError
-from softcfg.report.aggregate import option_columns
+from softcfg.report.settings import by_setting, method_rank, method_sort, number, refuse_mixed, swept_options
 
 COLUMNS = {
     "fid": "FID ↓",
@@ -32,57 +30,6 @@ COLUMNS = {
     "recall": "Rec ↑",
     "accuracy": "Acc ↑",
 }
-
-
-def by_setting(frame: pd.DataFrame, keys: list[str], values: str = "value") -> pd.DataFrame:
-    """The mean of ``values`` per setting (``keys``, missing values kept as their own group) and metric,
-    one column per metric. A groupby: ``pivot_table(dropna=False)`` builds the product of every key's
-    levels, which a sweep with a dozen keys makes astronomically large."""
-    return frame.groupby([*keys, "metric"], dropna=False)[values].mean().unstack("metric")
-
-
-def swept_options(metrics: pd.DataFrame) -> list[str]:
-    """The method options some run swept beyond its method's own axes (the ``axes`` column), in column
-    order: each is a key of the tables' rows."""
-    named = {a for axes in metrics.get("axes", pd.Series(dtype=str)).dropna() for a in axes.split(",") if a}
-    return [column for column in metrics.columns if column in named]
-
-
-def label_swept(frame: pd.DataFrame) -> pd.DataFrame:
-    """``method`` with the values of the options its run swept appended (``cfg temperature=0.9``), so
-    that figures, which draw one line or bar per method, keep each setting apart instead of averaging."""
-    options = swept_options(frame)
-    if not options or "axes" not in frame:
-        return frame
-
-    def label(row: pd.Series) -> str:
-        names = [a for a in str(row["axes"] or "").split(",") if a]
-        values = [f"{a}={row[a]:g}" if isinstance(row[a], float) else f"{a}={row[a]}" for a in names]
-        return " ".join([str(row["method"]), *values])
-
-    return frame.assign(method=frame.apply(label, axis=1))
-
-
-def refuse_mixed(metrics: pd.DataFrame, keys: list[str]) -> None:
-    """A table row averages seeds of one setting only: runs that share ``keys`` but differ in another
-    option (an axis the keys leave out) are refused, naming two of them, rather than averaged."""
-    known = []  # the methods of these runs that are installed here (a plugin's options need its class)
-    for name in metrics["method_name"].dropna().unique() if "method_name" in metrics else ():
-        try:
-            method_class(name)
-            known.append(name)
-        except ConfigError:
-            pass
-    options = [c for c in option_columns(known) if c in metrics.columns and c not in keys]
-    runs = metrics.drop_duplicates("run_id")
-    for _, group in runs.groupby(keys, dropna=False):
-        for column in options:
-            if group[column].nunique(dropna=False) > 1:
-                first, other = group.drop_duplicates(column)["run_id"].iloc[:2]
-                raise UserError(
-                    f"runs {first} and {other} differ in {column} but would share a table row: sweep it as "
-                    "an axis (a list in the method entry) or give the settings different method names"
-                )
 
 
 def _wide(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -103,18 +50,6 @@ def _wide(metrics: pd.DataFrame) -> pd.DataFrame:
     return frame.dropna(subset=[c for c in COLUMNS if c in frame], how="all")
 
 
-def _rank(name: str) -> int:
-    """Unguided methods first, then CFG-like ones, then those that perturb the cache (SoftCFG)."""
-    method = method_class(name)
-    return 2 * method.uses_uncond + method.perturbs_cache
-
-
-def _method_sort(frame: pd.DataFrame) -> pd.DataFrame:
-    """Methods by kind (none, cfg, softcfg, ...), step norm after its method, then by sweep name."""
-    order = frame["method_name"].map(_rank) * 2 + frame["step_norm"].eq(True).astype(int)
-    return frame.assign(_order=order).sort_values(["model", "_order", "method"]).drop(columns="_order")
-
-
 def _at(frame: pd.DataFrame, gamma: float, k: float) -> pd.DataFrame:
     unguided = ~frame["guided"].astype(bool)
     at_focus = frame["gamma"].sub(gamma).abs().lt(1e-9) & frame["k"].sub(k).abs().lt(1e-9)
@@ -129,14 +64,14 @@ def _without_ssg(wide: pd.DataFrame) -> pd.DataFrame:
 def ablation_table(metrics: pd.DataFrame, gamma: float, k: float) -> pd.DataFrame:
     wide = _without_ssg(_wide(metrics))
     wide = wide[wide["target"].isna() | wide["target"].eq("v")]
-    focus = _method_sort(_at(wide, gamma, k))
+    focus = method_sort(_at(wide, gamma, k))
     guided = wide[wide["guided"].astype(bool)]
     best = (
         guided.loc[guided.groupby(["model", "method"])["fid"].idxmin()]
         if "fid" in guided
         else guided.iloc[:0]
     )
-    best = _method_sort(best).assign(method=lambda f: f["method"] + " +opt")
+    best = method_sort(best).assign(method=lambda f: f["method"] + " +opt")
     return pd.concat([focus, best], ignore_index=True)
 
 
@@ -167,7 +102,7 @@ def _beta_label(row: pd.Series) -> str:
 def _ssg_sort(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:  # no next-scale model in the sweep
         return frame
-    order = frame["method_name"].map(_rank) * 2 + frame["step_norm"].eq(True).astype(int)
+    order = frame["method_name"].map(method_rank) * 2 + frame["step_norm"].eq(True).astype(int)
     return (
         frame.assign(_order=order, _prior=frame["prior"].map(PRIOR_ORDER).fillna(0))
         .sort_values(["model", "_order", "gamma", "k", "_prior", "ssg_beta", "method"])
@@ -191,10 +126,6 @@ def ssg_table(metrics: pd.DataFrame, gamma: float, k: float) -> pd.DataFrame:
         dse = dse.loc[dse.groupby(keys, dropna=False)["fid"].idxmin()]
         dse = dse.assign(method=dse["method"] + " +opt")
     return _ssg_sort(pd.concat([base, dse], ignore_index=True))
-
-
-def number(v: float | None, digits: int = 3) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
 def _cells(frame: pd.DataFrame, lead: list[str]) -> tuple[list[str], list[list[str]]]:

@@ -1,6 +1,7 @@
 """Detector and VQA backends of the text-to-image benchmarks, behind two small interfaces.
 
-GenEval needs a ``Detector`` (detections per image, and a colour name per object); DPG-Bench a
+GenEval needs a ``Detector`` (``softcfg.metrics.geneval``: detections per image, and a colour name per
+object); DPG-Bench a
 ``VQAModel`` (an answer per image-question pair). A backend is named (``DETECTORS``, ``VQA_MODELS``) or
 given as an import path ``package.module:factory``; the factory takes the backend's options (strings,
 ``--option KEY=VALUE`` on the command line) and refuses unknown ones by name. Heavy libraries are
@@ -15,25 +16,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from softcfg.metrics.geneval import Detection
+from softcfg.metrics.geneval import Detector
 from softcfg.options import UserError
-
-
-@runtime_checkable
-class Detector(Protocol):
-    """Object detection for GenEval."""
-
-    name: str  # recorded in every result row
-    classes: tuple[str, ...]  # the class names it can report
-    colour_names: tuple[str, ...]  # the colours ``colours`` can name
-
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        """All detections of each uint8 [H, W, 3] image (unthresholded; GenEval's rules select)."""
-        ...
-
-    def colours(self, image: np.ndarray, objects: Sequence[Detection], label: str) -> list[str]:
-        """One colour name per object of class ``label`` in ``image``."""
-        ...
 
 
 @runtime_checkable
