@@ -268,3 +268,33 @@ def test_metrics_that_the_features_cannot_give_are_errors_not_numbers():
         compute_metrics(f, f, ("isc",))
     with pytest.raises(ValueError, match="needs more than 3 points"):
         compute_metrics(FeatureSet(f.features[:3]), f, ("precision",), pr=PRSettings())
+
+
+def naeem_density_coverage(real: np.ndarray, fake: np.ndarray, k: int) -> tuple[float, float]:
+    """Naeem et al. 2020 (``prdc``) written out in float64 with all pairwise distances: each real point's
+    ball reaches its k-th nearest real neighbour (itself excluded); density counts, per fake point, the
+    balls that contain it, over k M; coverage is the share of balls that contain some fake point."""
+    real, fake = real.astype(np.float64), fake.astype(np.float64)
+    rr = np.sqrt(((real[:, None] - real[None]) ** 2).sum(-1))
+    radii = np.sort(rr, axis=1)[:, k]  # column 0 is the point itself
+    rf = np.sqrt(((real[:, None] - fake[None]) ** 2).sum(-1))  # [N_real, M_fake]
+    inside = rf <= radii[:, None]
+    return inside.sum() / (k * fake.shape[0]), inside.any(axis=1).mean()
+
+
+@pytest.mark.parametrize("block", [10000, 7])
+def test_density_and_coverage_equal_naeems_definitions(block):
+    ref, smp = features(150, 16, seed=4), features(120, 16, seed=5, shift=0.3)
+    density, coverage = adm.density_coverage(ref, smp, k=5, block=block, mode="float64")
+    expected = naeem_density_coverage(ref, smp, 5)
+    assert density == pytest.approx(expected[0], abs=1e-12) and coverage == pytest.approx(
+        expected[1], abs=1e-12
+    )
+    assert 0 < coverage < 1 and density > 0
+    values = compute_metrics(
+        FeatureSet(smp), FeatureSet(ref), ("density", "coverage"), pr=PRSettings(mode="float64")
+    )
+    assert (values["density"], values["coverage"]) == (density, coverage)
+    collapsed = np.repeat(ref[:2], 60, axis=0)  # every sample on two reference points: few balls covered
+    _, low = adm.density_coverage(ref, collapsed, k=5, mode="float64")
+    assert low == pytest.approx(naeem_density_coverage(ref, collapsed, 5)[1]) and low < 0.2

@@ -4,6 +4,7 @@ workflow (the shared sweep of ``test_workflow.py`` runs its method), without edi
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -146,3 +147,56 @@ def test_a_plugin_family_passes_the_contract_checks_softcfg_testing_exports(inst
     assert testing.has_package_cache(model)
     testing.check_softcfg_scaled_cache(model, conditions, tokens, "kv")
     testing.check_methods_sample(model, conditions)
+
+
+def test_an_installed_metric_is_scored_by_softcfg_metrics_and_named_by_the_sweep(
+    installed, plugin_site, tmp_path
+):
+    """The plugin's metric (one record and an entry point) is a choice of ``softcfg metrics`` and of
+    ``metrics.names``, computed from the features files and labelled in the tables."""
+    import pandas as pd
+    import torch
+
+    from conftest import random_digits_model
+    from softcfg.config import ConfigError
+    from softcfg.models.digits import save_digits_ar
+    from softcfg.models.digits_classifier import DigitsClassifier, save_digits_classifier
+    from softcfg.report.tables import metric_labels
+    from softcfg.sweep import load_sweep
+
+    save_digits_ar(random_digits_model(), tmp_path / "g.pt")
+    torch.manual_seed(0)
+    save_digits_classifier(DigitsClassifier().eval(), tmp_path / "c.pt")
+    config = write_run_config(
+        tmp_path / "RUN.yaml", tmp_path / "g.pt", {"name": "cfg"}, {"shard_size": 12, "batch_size": 12}
+    )
+    features = {name: tmp_path / f"{name}_features.npz" for name in ("samples", "reference")}
+    shard, classifier = tmp_path / "run" / "shard_0000.npz", tmp_path / "c.pt"
+    group = shard.parent / "shards_0000-0000.json"
+    steps = [
+        ["sample", "--config", config, "--shards", "0", "--no-progress", "--out", group],
+        ["reference", "--out", tmp_path / "reference.npz"],
+        ["features", "--classifier", classifier, shard, "--out", features["samples"]],
+        ["features", "--classifier", classifier, tmp_path / "reference.npz", "--out", features["reference"]],
+        ["metrics", "--config", config, "--samples", features["samples"], "--reference",
+         features["reference"], "--names", "fid", "mean_distance", "--bootstrap-resamples", "0", "--out",
+         tmp_path / "metrics.json"],
+    ]  # fmt: skip
+    for args in steps:
+        subprocess.run(
+            [sys.executable, "-m", "softcfg", *map(str, args)], check=True, env=env(plugin_site),
+            timeout=time_limit(300), capture_output=True,
+        )  # fmt: skip
+    values = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    with np.load(features["samples"]) as s, np.load(features["reference"]) as r:
+        gap = s["features"].astype(np.float64).mean(0) - r["features"].astype(np.float64).mean(0)
+    assert values["mean_distance"] == pytest.approx(float(np.linalg.norm(gap)), rel=1e-12)
+    assert metric_labels(pd.DataFrame(columns=["fid", "mean_distance"]))["mean_distance"] == "MeanΔ ↓"
+    sweep = {"models": {"digits": {"family": "digits", "train": True}}, "methods": {"none": {"name": "none"}},
+             "grid": {"gamma": [2.0], "k": [1.0]}, "tables": [], "figures": [],
+             "sampling": {"samples_per_run": 20, "shard_size": 10, "batch_size": 10},
+             "metrics": {"names": ["fid", "mean_distance"]}}  # fmt: skip
+    assert load_sweep(sweep).metrics == ("fid", "mean_distance")
+    sweep["metrics"]["names"] = ["mean_distanc"]
+    with pytest.raises(ConfigError, match=r"config\.metrics\.names: unknown metric 'mean_distanc'"):
+        load_sweep(sweep)

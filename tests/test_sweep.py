@@ -100,7 +100,11 @@ def _bad(path: str, value):
             {"family": "vqgan", "checkpoint": "config.yaml"},
             "models.ext.family: unknown 'vqgan'",
         ),
-        ("metrics", {"names": ["fid", "lpips"]}, "metrics.names[1]: Input should be 'fid', 'sfid'"),
+        (
+            "metrics",
+            {"names": ["fid", "lpips"]},
+            "config.metrics.names: unknown metric 'lpips' (expected one of ['fid', 'sfid', 'is', 'kid'",
+        ),
         ("focus", {"gamma": 4.0, "k": 1.0}, "config.focus: no run has gamma 4 and k 1"),
         ("resources", {"sample": {"gpu": -1}}, "config.resources.sample.gpu: Input should be greater than"),
         ("resources", {"gpu": {"gpu": 1}}, "unknown key config.resources.gpu"),
@@ -222,7 +226,15 @@ def test_inception_scored_models_need_a_valid_reference_batch(tmp_path, monkeypa
         load_sweep(inception_config(tmp_path, reference=str(tmp_path / "bad.npz")))
     np.savez(tmp_path / "ref.npz", arr_0=np.zeros((10, 32, 48, 3), np.uint8))
     sweep = load_sweep(inception_config(tmp_path, reference=str(tmp_path / "ref.npz")))
-    assert sweep.metrics == ("fid", "sfid", "kid", "precision", "recall")  # IS needs the softmax head
+    assert sweep.metrics == (
+        "fid",
+        "sfid",
+        "kid",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+    )  # IS needs the softmax head
     assert sweep.reference_size == (32, 48) and next(iter(sweep.runs.values())).extractor == "inception"
     with pytest.raises(ConfigError, match=r"metrics\.names: 'is' needs Inception's softmax head"):
         load_sweep(inception_config(tmp_path, reference=str(tmp_path / "ref.npz"), names=["fid", "is"]))
@@ -236,7 +248,15 @@ def test_inception_scored_models_need_a_valid_reference_batch(tmp_path, monkeypa
 
 def test_metrics_the_digits_classifier_cannot_give_are_refused():
     config = copy.deepcopy(BASE)
-    assert load_sweep(copy.deepcopy(config)).metrics == ("fid", "is", "kid", "precision", "recall")
+    assert load_sweep(copy.deepcopy(config)).metrics == (
+        "fid",
+        "is",
+        "kid",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+    )
     config["metrics"] = {"names": ["fid", "sfid"]}
     with pytest.raises(
         ConfigError, match=r"metrics\.names: 'sfid' is not given by the embedded digits classif"

@@ -63,8 +63,18 @@ def test_timing_table_sums_each_runs_sample_job_benchmarks(finished):
 def test_metrics_table_is_tidy_and_complete(finished):
     table = pd.read_parquet(finished / "results" / "metrics.parquet")
     assert set(table["run_id"]) == RUNS
-    assert set(table["metric"]) == {"fid", "is", "kid", "kid_std", "precision", "recall", "accuracy"}
-    assert table.groupby("run_id").size().eq(7).all()
+    assert set(table["metric"]) == {
+        "fid",
+        "is",
+        "kid",
+        "kid_std",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "accuracy",
+    }
+    assert table.groupby("run_id").size().eq(9).all()
     assert (table["num_samples"] == 40).all() and table["value"].notna().all()
     none = table[table["method"] == "none"]
     assert none["gamma"].isna().all() and none["target"].isna().all()
@@ -108,7 +118,7 @@ def test_compare_prints_the_paired_difference_of_two_runs(finished, capsys, monk
 
 
 def test_metrics_match_an_independent_computation(finished):
-    """FID and precision/recall recomputed here from the stored features with numpy/scipy formulas."""
+    """FID, precision/recall and density/coverage recomputed here from the stored features with numpy."""
     from scipy import linalg
 
     results = finished / "results"
@@ -134,6 +144,10 @@ def test_metrics_match_an_independent_computation(finished):
     assert table["fid"] == pytest.approx(fid, rel=1e-3)
     assert table["precision"] == pytest.approx(inside(x, y), abs=1 / len(x))
     assert table["recall"] == pytest.approx(inside(y, x), abs=1 / len(y))
+    d = ((y[:, None] - y[None]) ** 2).sum(-1)
+    balls = ((y[:, None] - x[None]) ** 2).sum(-1) <= np.sort(d, axis=1)[:, 5][:, None]  # k = 5 (Naeem)
+    assert table["density"] == pytest.approx(balls.sum() / (5 * len(x)), abs=1 / len(x))
+    assert table["coverage"] == pytest.approx(balls.any(axis=1).mean(), abs=1 / len(y))
 
 
 def test_steps_table_has_every_decode_step(finished):

@@ -110,7 +110,16 @@ def test_alitok_and_rar_are_scored_and_fid_is_recomputed_from_the_features(resul
     table = pd.read_parquet(results / "metrics.parquet")
     table = table[table["model"] != "llamagen"]
     assert set(table["model"]) == {"alitok", "rar"} and table["num_samples"].eq(8).all()
-    assert set(table["metric"]) == {"fid", "sfid", "kid", "kid_std", "precision", "recall"}  # no IS head
+    assert set(table["metric"]) == {
+        "fid",
+        "sfid",
+        "kid",
+        "kid_std",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+    }  # no IS head
     assert table["value"].notna().all()
     fid = table[table["metric"] == "fid"]
     assert (fid["ci_resamples"] == 3).all() and (fid["ci_low"] <= fid["ci_high"]).all()

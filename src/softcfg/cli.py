@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from softcfg.config import BootstrapEntry, load_run_config, parse_run_config
-from softcfg.metrics import INTERVAL_METRICS, METRICS, PR_MODES
+from softcfg.metrics import INTERVAL_METRICS, PR_MODES, metric_names
 from softcfg.options import ConfigError, UserError
 from softcfg.report import FIGURES, TABLES
 
@@ -653,13 +653,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="ADM-layout npz files with manifests, or sample group records")
     p.set_defaults(func=cmd_features)
 
-    p = sub.add_parser("metrics", help="FID, IS, KID, precision, recall, accuracy of one run from features")
+    p = sub.add_parser("metrics", help="FID, IS, KID, precision, recall, density, coverage, ... of one run")
     p.add_argument("--config", required=True, help="the run's RUN.yaml (recorded with the numbers)")
     p.add_argument(
         "--samples", required=True, nargs="+", help="features: one digits file or Inception shards"
     )
     p.add_argument("--reference", required=True)
-    p.add_argument("--names", nargs="+", choices=METRICS, default=["fid", "is", "kid", "precision", "recall"])
+    p.add_argument(
+        "--names", nargs="+", choices=metric_names(), default=["fid", "is", "kid", "precision", "recall"]
+    )
     p.add_argument("--kid-subset-size", type=int, default=1000)
     p.add_argument("--pr-mode", choices=PR_MODES, default="float32", help="precision/recall distance blocks")
     p.add_argument("--device", default="cpu", help="where precision/recall distances are computed")

@@ -20,7 +20,7 @@ from pydantic import NonNegativeInt, PositiveInt, field_validator, model_validat
 from pydantic_core.core_schema import ValidationInfo
 
 from softcfg.methods import GuidanceMethod, parse_method
-from softcfg.metrics import METRICS, PR_MODES
+from softcfg.metrics import METRICS, PR_MODES, metric_names
 from softcfg.models.registry import get_family
 from softcfg.options import (
     ConfigError,
@@ -461,10 +461,23 @@ class DPGScorer(T2IScorer):
 class MetricsEntry(Options):
     """Which numbers, and how Inception-scored families are scored."""
 
-    names: list[Literal[METRICS]] | None = Field(  # type: ignore[valid-type]
-        None, min_length=1, description="default: every metric the sweep's extractors can give"
+    names: list[str] | None = Field(
+        None,
+        min_length=1,
+        description=f"{', '.join(METRICS)} or an installed metric; default: every built-in one the sweep's "
+        "extractors can give",
     )
     kid_subset_size: PositiveInt | None = Field(None, description="default: min(1000, samples_per_run)")
+
+    @field_validator("names")
+    @classmethod
+    def _known_metrics(cls, names: list[str] | None) -> list[str] | None:
+        known = metric_names()
+        for name in names or ():
+            if name not in known:
+                raise ValueError(f"unknown metric {name!r} (expected one of {known})")
+        return names
+
     reference: str | None = Field(None, description="ADM reference batch (npz) for Inception-scored models")
     inception_weights: str | None = Field(None, description="torch-fidelity's full Inception weights (IS)")
     pr_mode: Literal[PR_MODES] = Field(  # type: ignore[valid-type]

@@ -31,7 +31,7 @@ from softcfg.config import (
 )
 from softcfg.methods import GuidanceMethod, apply_preset, method_class, parse_method
 from softcfg.methods.ssg import SWEPT as SSG_SWEPT
-from softcfg.metrics import EXTRACTORS, METRICS
+from softcfg.metrics import EXTRACTORS, METRICS, get_metric
 from softcfg.models.registry import get_family
 from softcfg.options import takes_list, validate
 
@@ -357,6 +357,13 @@ def _evaluation(config: WorkflowConfig, runs: dict[str, Run]) -> tuple[tuple[str
         raise ConfigError("metrics.reference / inception_weights: no model here is scored with Inception")
     if metrics.names is not None:
         for name in metrics.names:
+            metric = get_metric(name)  # an installed one: imported now, refused in one line if broken
+            for extractor, model in extractors.items():
+                if name not in unavailable and not EXTRACTORS[extractor].gives(metric):
+                    needs = ", ".join(metric.needs)
+                    unavailable[name] = (
+                        f"needs {needs}, which {EXTRACTORS[extractor].description} (scoring {model!r}) lacks"
+                    )
             if name in unavailable:
                 raise ConfigError(f"metrics.names: {name!r} {unavailable[name]}")
         names = tuple(metrics.names)

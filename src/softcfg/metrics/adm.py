@@ -24,6 +24,7 @@ from softcfg.metrics import PR_MODES
 
 IS_SPLIT_SIZE = 5000
 PR_NEIGHBOURS = 3
+DC_NEIGHBOURS = 5  # density and coverage (Naeem et al. 2020)
 PR_BLOCK = 10000
 
 
@@ -266,6 +267,31 @@ def precision_recall(
     with 1)."""
     smp_inside, ref_cover = manifold_membership(reference, samples, k, block, mode, device)
     return float(smp_inside.mean()), float(ref_cover.any(axis=1).mean())
+
+
+def density_coverage(
+    reference: np.ndarray,
+    samples: np.ndarray,
+    k: int = DC_NEIGHBOURS,
+    block: int = PR_BLOCK,
+    mode: str = "float32",
+    device: str | torch.device = "cpu",
+) -> tuple[float, float]:
+    """Naeem et al. 2020 on the reference's k-NN balls (radius: distance to the k-th neighbour, as for
+    precision): density = the number of (sample, reference ball) memberships over k N_samples, coverage =
+    the share of reference balls holding at least one sample. Same blocks and ``mode`` as
+    ``precision_recall``; membership is distance <= radius."""
+    ref = _Points.of(torch.as_tensor(np.asarray(reference, np.float32), device=device), mode)
+    smp = _Points.of(torch.as_tensor(np.asarray(samples, np.float32), device=device), mode)
+    radii = _radii(ref, k, block)
+    memberships = 0
+    covered = torch.zeros(len(ref), dtype=torch.bool, device=ref.x.device)
+    for r in range(0, len(ref), block):
+        for c in range(0, len(smp), block):
+            inside = _squared_distances(ref[r : r + block], smp[c : c + block]) <= radii[r : r + block, None]
+            memberships += int(inside.sum())
+            covered[r : r + block] |= inside.any(dim=1)
+    return memberships / (k * len(smp)), int(covered.sum()) / len(ref)
 
 
 def kernel_inception_distance(

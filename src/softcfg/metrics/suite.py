@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from softcfg.metrics import METRICS, adm
+from softcfg.metrics import adm, get_metric
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,14 @@ class PRSettings:
     device: str = "cpu"
 
 
+@dataclass(frozen=True)
+class MetricSettings:
+    """What a metric function may read besides the two feature sets."""
+
+    kid_subset_size: int = 1000
+    pr: PRSettings = PRSettings()
+
+
 def compute_metrics(
     samples: FeatureSet,
     reference: FeatureSet,
@@ -61,32 +69,70 @@ def compute_metrics(
     kid_subset_size: int = 1000,
     pr: PRSettings = PRSettings(),
 ) -> dict[str, float]:
-    """The requested metrics; a metric the features cannot give is an error, never a number."""
-    unknown = sorted(set(names) - set(METRICS))
-    if unknown:
-        raise ValueError(f"unknown metric {unknown[0]!r} (known: {', '.join(METRICS)})")
+    """The requested metrics, each record's function called once for all of its metrics asked for; a
+    metric the features cannot give is an error, never a number."""
+    records = [get_metric(name, "metric") for name in names]
+    settings = MetricSettings(kid_subset_size, pr)
     out: dict[str, float] = {}
-    if "is" in names:
-        if samples.logits is None:
-            raise ValueError(f"Inception Score unavailable: {samples.unavailable or 'no logits'}")
-        out["is"] = adm.inception_score(samples.logits)
-    if "fid" in names:
-        s, r = samples.fid_statistics, reference.fid_statistics
-        out["fid"] = adm.frechet_distance(s.mu, s.sigma, r.mu, r.sigma)
-    if "sfid" in names:
-        if samples.sfid is None or reference.sfid is None:
-            raise ValueError("sFID needs Inception's spatial features (mixed_6/conv) of both sets")
-        out["sfid"] = adm.frechet_distance(
-            samples.sfid.mu, samples.sfid.sigma, reference.sfid.mu, reference.sfid.sigma
-        )
-    if "precision" in names or "recall" in names:
-        p, r = adm.precision_recall(reference.features, samples.features, pr.k, pr.block, pr.mode, pr.device)
-        out.update({key: v for key, v in (("precision", p), ("recall", r)) if key in names})
-    if "kid" in names:
-        out["kid"], out["kid_std"] = adm.kernel_inception_distance(
-            samples.features, reference.features, kid_subset_size
+    for compute in dict.fromkeys(r.compute for r in records):
+        wanted = tuple(r.name for r in records if r.compute == compute)
+        out.update(
+            next(r for r in records if r.compute == compute).function()(samples, reference, wanted, settings)
         )
     return out
+
+
+def inception_score(
+    samples: FeatureSet, reference: FeatureSet, names: tuple[str, ...], settings: MetricSettings
+) -> dict[str, float]:
+    if samples.logits is None:
+        raise ValueError(f"Inception Score unavailable: {samples.unavailable or 'no logits'}")
+    return {"is": adm.inception_score(samples.logits)}
+
+
+def frechet_distance(
+    samples: FeatureSet, reference: FeatureSet, names: tuple[str, ...], settings: MetricSettings
+) -> dict[str, float]:
+    s, r = samples.fid_statistics, reference.fid_statistics
+    return {"fid": adm.frechet_distance(s.mu, s.sigma, r.mu, r.sigma)}
+
+
+def spatial_frechet_distance(
+    samples: FeatureSet, reference: FeatureSet, names: tuple[str, ...], settings: MetricSettings
+) -> dict[str, float]:
+    if samples.sfid is None or reference.sfid is None:
+        raise ValueError("sFID needs Inception's spatial features (mixed_6/conv) of both sets")
+    s, r = samples.sfid, reference.sfid
+    return {"sfid": adm.frechet_distance(s.mu, s.sigma, r.mu, r.sigma)}
+
+
+def precision_recall(
+    samples: FeatureSet, reference: FeatureSet, names: tuple[str, ...], settings: MetricSettings
+) -> dict[str, float]:
+    """ADM's precision and recall (k = 3), from one pass over the distance blocks."""
+    pr = settings.pr
+    p, r = adm.precision_recall(reference.features, samples.features, pr.k, pr.block, pr.mode, pr.device)
+    return {key: v for key, v in (("precision", p), ("recall", r)) if key in names}
+
+
+def density_coverage(
+    samples: FeatureSet, reference: FeatureSet, names: tuple[str, ...], settings: MetricSettings
+) -> dict[str, float]:
+    """Naeem et al.'s density and coverage (k = 5) over the reference's k-NN balls, in the precision/recall
+    mode's arithmetic."""
+    pr = settings.pr
+    d, c = adm.density_coverage(
+        reference.features, samples.features, adm.DC_NEIGHBOURS, pr.block, pr.mode, pr.device
+    )
+    return {key: v for key, v in (("density", d), ("coverage", c)) if key in names}
+
+
+def kernel_inception_distance(
+    samples: FeatureSet, reference: FeatureSet, names: tuple[str, ...], settings: MetricSettings
+) -> dict[str, float]:
+    """torch-fidelity's KID; its standard deviation over subsets as ``kid_std``."""
+    kid, std = adm.kernel_inception_distance(samples.features, reference.features, settings.kid_subset_size)
+    return {"kid": kid, "kid_std": std}
 
 
 def class_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

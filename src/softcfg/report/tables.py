@@ -20,16 +20,18 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from softcfg.metrics import BUILTIN, get_metric, metric_names
 from softcfg.report.settings import by_setting, method_rank, method_sort, number, refuse_mixed, swept_options
 
-COLUMNS = {
-    "fid": "FID ↓",
-    "sfid": "sFID ↓",
-    "is": "IS ↑",
-    "precision": "Prec ↑",
-    "recall": "Rec ↑",
-    "accuracy": "Acc ↑",
-}
+
+def metric_labels(frame: pd.DataFrame) -> dict[str, str]:
+    """The metric columns a table shows and their headers, from the metric records: the built-in ones,
+    then any installed metric the runs were scored with, then the digits accuracy."""
+    labels = {m.name: m.label for m in BUILTIN}
+    for name in frame.columns:
+        if name not in labels and name in metric_names():
+            labels[name] = get_metric(name).label
+    return {**labels, "accuracy": "Acc ↑"}
 
 
 def _wide(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -47,7 +49,7 @@ def _wide(metrics: pd.DataFrame) -> pd.DataFrame:
         frame = frame.join(half.add_suffix("_pm"))
     seeds = metrics.groupby(keys, dropna=False)["seed"].nunique().rename("seeds")
     frame = frame.join(seeds).reset_index()
-    return frame.dropna(subset=[c for c in COLUMNS if c in frame], how="all")
+    return frame.dropna(subset=[c for c in metric_labels(frame) if c in frame], how="all")
 
 
 def _at(frame: pd.DataFrame, gamma: float, k: float) -> pd.DataFrame:
@@ -129,14 +131,15 @@ def ssg_table(metrics: pd.DataFrame, gamma: float, k: float) -> pd.DataFrame:
 
 
 def _cells(frame: pd.DataFrame, lead: list[str]) -> tuple[list[str], list[list[str]]]:
-    metrics = [c for c in COLUMNS if c in frame]
+    labels = metric_labels(frame)
+    metrics = [c for c in labels if c in frame]
 
     def value(r: pd.Series, metric: str) -> str:
         half = r.get(f"{metric}_pm")
         pm = "" if half is None or math.isnan(half) else f" ± {number(half)}"
         return number(r[metric]) + pm
 
-    header = [*lead, "γ", "k", *(COLUMNS[c] for c in metrics), "seeds"]
+    header = [*lead, "γ", "k", *(labels[c] for c in metrics), "seeds"]
     header = [{"beta": "β"}.get(h, h) for h in header]
     rows = [
         [*(str(r[c]) for c in lead), number(r["gamma"], 2), number(r["k"], 2),
