@@ -239,8 +239,10 @@ def manifold_membership(
     """Per sample: inside the reference manifold (its mean is precision); per reference point and group
     of consecutive samples (``groups``: bounds, default one group): inside some ball of that group (the
     share of reference points covered by any group is recall). Arguments as ``precision_recall``."""
-    ref = _Points.of(torch.as_tensor(np.asarray(reference, np.float32), device=device), mode)
-    smp = _Points.of(torch.as_tensor(np.asarray(samples, np.float32), device=device), mode)
+    ref, smp = (
+        _Points.of(torch.as_tensor(np.asarray(x, np.float32), device=device), mode)
+        for x in (reference, samples)
+    )
     bounds = np.array([0, len(smp)]) if groups is None else np.asarray(groups)
     ref_radii, smp_radii = _radii(ref, k, block), _radii(smp, k, block)
     smp_inside, ref_cover = _cross_membership(ref, smp, ref_radii, smp_radii, block, bounds)
@@ -281,8 +283,10 @@ def density_coverage(
     precision): density = the number of (sample, reference ball) memberships over k N_samples, coverage =
     the share of reference balls holding at least one sample. Same blocks and ``mode`` as
     ``precision_recall``; membership is distance <= radius."""
-    ref = _Points.of(torch.as_tensor(np.asarray(reference, np.float32), device=device), mode)
-    smp = _Points.of(torch.as_tensor(np.asarray(samples, np.float32), device=device), mode)
+    ref, smp = (
+        _Points.of(torch.as_tensor(np.asarray(x, np.float32), device=device), mode)
+        for x in (reference, samples)
+    )
     radii = _radii(ref, k, block)
     memberships = 0
     covered = torch.zeros(len(ref), dtype=torch.bool, device=ref.x.device)
