@@ -127,11 +127,12 @@ def test_a_folder_without_tokenizer_files_is_named_as_the_models_checkpoint(tmp_
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (folder / name).unlink(missing_ok=True)
     prompts = _prompts(tmp_path / "p.txt", "dog")
-    _refused(
+    text = _refused(
         tmp_path,
         {"family": "janus", "checkpoint": str(folder), "prompts": prompts},
         rf"^models\.m\.checkpoint: {folder} is not a Janus-Pro folder \(no usable processor",
     )
+    assert "model.checkpoint" not in text  # the sweep's key, not the loader's generic one
 
 
 @pytest.mark.workflow
