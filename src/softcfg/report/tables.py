@@ -28,8 +28,9 @@ def metric_labels(frame: pd.DataFrame) -> dict[str, str]:
     """The metric columns a table shows and their headers, from the metric records: the built-in ones,
     then any installed metric the runs were scored with, then the digits accuracy."""
     labels = {m.name: m.label for m in BUILTIN}
+    installed = set(metric_names()) - set(labels)  # entry points scanned once
     for name in frame.columns:
-        if name not in labels and name in metric_names():
+        if name in installed:
             labels[name] = get_metric(name).label
     return {**labels, "accuracy": "Acc ↑"}
 
