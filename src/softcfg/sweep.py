@@ -39,8 +39,15 @@ MAX_RUN_ID = 64
 RUN_ID_PATTERN = (
     r"[A-Za-z0-9][A-Za-z0-9_.+-]*"  # names (NAME_PATTERN), axis prefixes and numbers such as 1e+20
 )
-AXIS_PREFIX = {"gamma": "g", "k": "k", "beta": "b", "prior": "p", "temperature": "t", "top_k": "topk"}
-AXIS_PREFIX["top_p"] = "topp"  # run-id prefixes; other axes: their name
+AXIS_PREFIX = {  # run-id prefixes; other axes: their name
+    "gamma": "g",
+    "k": "k",
+    "beta": "b",
+    "prior": "p",
+    "temperature": "t",
+    "top_k": "topk",
+    "top_p": "topp",
+}
 NOT_OPTIONS = ("name", "preset", "ssg", "models")  # method-entry keys that are never an axis
 
 

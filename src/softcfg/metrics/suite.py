@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from softcfg.metrics import adm, get_metric
+from softcfg.metrics import Metric, adm, get_metric
 
 
 @dataclass(frozen=True)
@@ -71,14 +71,14 @@ def compute_metrics(
 ) -> dict[str, float]:
     """The requested metrics, each record's function called once for all of its metrics asked for; a
     metric the features cannot give is an error, never a number."""
-    records = [get_metric(name, "metric") for name in names]
+    groups: dict[str, list[Metric]] = {}  # by function, in the order asked for
+    for name in names:
+        metric = get_metric(name, "metric")
+        groups.setdefault(metric.compute, []).append(metric)
     settings = MetricSettings(kid_subset_size, pr)
     out: dict[str, float] = {}
-    for compute in dict.fromkeys(r.compute for r in records):
-        wanted = tuple(r.name for r in records if r.compute == compute)
-        out.update(
-            next(r for r in records if r.compute == compute).function()(samples, reference, wanted, settings)
-        )
+    for metrics in groups.values():
+        out.update(metrics[0].function()(samples, reference, tuple(m.name for m in metrics), settings))
     return out
 
 

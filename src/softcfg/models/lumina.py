@@ -46,8 +46,9 @@ from softcfg.models.chameleon import (
     Step,
     read_safetensors_folder,
 )
+from softcfg.models.hf_folder import folder_error
 from softcfg.models.movqgan import MoVQDecoder, load_movq_decoder, movq_images_to_uint8
-from softcfg.options import ConfigError, UserError, first_line
+from softcfg.options import ConfigError, UserError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -221,8 +222,7 @@ class LuminaMGPT2(ARModel):
 
 
 def _folder_error(folder: Path, what: str, exc: Exception | None = None) -> UserError:
-    detail = f": {first_line(exc)}" if exc is not None else ""
-    return UserError(f"model.checkpoint: {folder} is not a Lumina-mGPT 2.0 folder ({what}){detail}")
+    return folder_error(folder, "Lumina-mGPT 2.0", what, exc)
 
 
 def special_ids(tokenizer: PreTrainedTokenizerBase, folder: Path, image_size: int) -> dict[str, int]:
